@@ -1,0 +1,171 @@
+"""The aggregator: the store of record of a job.
+
+It answers job requests with what is stored already (so the fetcher resumes), stores the star
+list and each FFI's photometry as Parquet (idempotently), tracks completeness against the
+fetcher's manifest, and once every expected cadence is stored or has failed, sends each star's
+light curve on to the analyzers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from tess_ffi.shared.bus import Delivery
+from tess_ffi.shared.config import output_dir
+from tess_ffi.shared.contracts import (
+    FetchManifest,
+    FFIPhotometry,
+    JobPlan,
+    JobRequest,
+    JobSpec,
+    StarCatalog,
+    StarLightCurve,
+    Topic,
+)
+from tess_ffi.shared.runtime import Service
+
+from .store import JobStore
+
+__all__ = ["AggregatorService"]
+
+#: Rows of photometry held in memory at once while light curves are sent.
+LIGHTCURVE_ROWS_IN_MEMORY = 4_000_000
+PUBLISH_WINDOW = 64
+
+
+class AggregatorService(Service):
+    name = "aggregator"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._stored: dict[str, set[int]] = {}
+
+    def store(self, job: JobSpec) -> JobStore:
+        return JobStore(output_dir(self.settings.data_dir, job.sector, job.camera, job.ccd))
+
+    def _lock(self, job: JobSpec) -> asyncio.Lock:
+        return self._locks.setdefault(job.job_id, asyncio.Lock())
+
+    async def start(self) -> None:
+        await self.subscribe(Topic.JOBS, self.on_job, prefetch=1)
+        await self.subscribe(Topic.CATALOGS, self.on_catalog, prefetch=1)
+        await self.subscribe(Topic.MANIFESTS, self.on_manifest, prefetch=1)
+        await self.subscribe(Topic.PHOTOMETRY, self.on_photometry, prefetch=8)
+
+    async def on_job(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, JobRequest)
+        job = message.job
+        store = self.store(job)
+        async with self._lock(job):
+            if job.no_resume:
+                await asyncio.to_thread(store.clear)
+            state = store.read_state()
+            state.update(job=job.to_json(), run_id=job.run_id, final=False, requested_at=time.time())
+            state.pop("lightcurves_run", None)
+            await asyncio.to_thread(store.write_state, state)
+            stored = await asyncio.to_thread(store.stored_cadences)
+            self._stored[job.job_id] = set(stored)
+            stars = await asyncio.to_thread(store.read_stars)
+        status = self.job_status(job)
+        status.update(state="accepted", stored=len(stored), output=str(store.root))
+        self.log.info("job accepted", job=job.job_id, run=job.run_id, already_stored=len(stored))
+        self.counters["jobs"] += 1
+        await self.bus.publish(JobPlan(job=job, stored_cadences=sorted(stored), stars=stars))
+
+    async def on_catalog(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, StarCatalog)
+        written = await asyncio.to_thread(self.store(message.job).write_stars, message.stars)
+        if written:
+            self.log.info("star list stored", job=message.job.job_id, stars=message.stars.num_rows)
+
+    async def on_photometry(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, FFIPhotometry)
+        job = message.job
+        store = self.store(job)
+        await asyncio.to_thread(store.write_cadence, message.cadence, message.btjd, message.table)
+        stored = self._stored_set(job, store)
+        stored.add(message.cadence)
+        self.counters["cadences_stored"] += 1
+        self.counters["measurements_stored"] += message.table.num_rows
+        status = self.job_status(job)
+        status.update(state="storing", stored=len(stored))
+        await self.emit(job, "progress", throttle=1.0, stored=len(stored),
+                        expected=status.get("expected"), failed=len(status.get("failed", {})))
+        await self._maybe_complete(job)
+
+    async def on_manifest(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, FetchManifest)
+        job = message.job
+        store = self.store(job)
+        async with self._lock(job):
+            state = store.read_state()
+            state.update(expected=message.expected_cadences, failed=message.failed,
+                         final=message.final, run_id=job.run_id)
+            await asyncio.to_thread(store.write_state, state)
+        status = self.job_status(job)
+        status.update(expected=len(message.expected_cadences), failed=message.failed)
+        await self._maybe_complete(job)
+
+    def _stored_set(self, job: JobSpec, store: JobStore) -> set[int]:
+        if job.job_id not in self._stored:
+            self._stored[job.job_id] = store.stored_cadences()
+        return self._stored[job.job_id]
+
+    async def _maybe_complete(self, job: JobSpec) -> None:
+        store = self.store(job)
+        async with self._lock(job):
+            state = store.read_state()
+            if not state.get("final") or state.get("lightcurves_run") == job.run_id:
+                return
+            stored = self._stored_set(job, store)
+            missing = set(state.get("expected", [])) - stored - {int(c) for c in state.get("failed", {})}
+            if missing:
+                return
+            n = await self._send_lightcurves(job, store)
+            state["lightcurves_run"] = job.run_id
+            state["n_stars"] = n
+            await asyncio.to_thread(store.write_state, state)
+        status = self.job_status(job)
+        status.update(state="lightcurves sent", n_stars=n)
+        await self.emit(job, "progress", stage="lightcurves", n_stars=n, stored=len(stored))
+
+    async def _send_lightcurves(self, job: JobSpec, store: JobStore) -> int:
+        stars = await asyncio.to_thread(store.read_stars)
+        if stars is None or not store.stored_cadences():
+            return 0
+        ids = stars.column("star_id").to_numpy()
+        ra = dict(zip(ids.tolist(), stars.column("ra").to_pylist()))
+        dec = dict(zip(ids.tolist(), stars.column("dec").to_pylist()))
+        tmag = dict(zip(ids.tolist(), stars.column("tmag").to_pylist()))
+        n_cadences = max(1, len(store.stored_cadences()))
+        chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_cadences)
+        chunks = store.iter_lightcurves(ids, chunk=chunk)
+        while (table := await asyncio.to_thread(next, chunks, None)) is not None:
+            star_col = table.column("star_id").to_numpy()
+            starts = np.flatnonzero(np.r_[True, star_col[1:] != star_col[:-1]])
+            bounds = np.r_[starts, len(star_col)]
+            cols = {c: table.column(c).to_numpy() for c in ("btjd", "flux", "flux_err", "quality")}
+            pending = []
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                sid = int(star_col[a])
+                pending.append(
+                    self.bus.publish(
+                        StarLightCurve(
+                            job=job, star_id=sid, n_stars=len(ids), ra=ra[sid], dec=dec[sid],
+                            tmag=float(tmag[sid]), btjd=cols["btjd"][a:b],
+                            flux=cols["flux"][a:b], flux_err=cols["flux_err"][a:b],
+                            quality=cols["quality"][a:b],
+                        )
+                    )
+                )
+                if len(pending) >= PUBLISH_WINDOW:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+            self.counters["lightcurves_sent"] += len(starts)
+        return len(ids)

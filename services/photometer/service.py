@@ -1,0 +1,119 @@
+"""The photometer: detects the job's stars on the reference stack, then measures every star on
+every FFI by forced aperture photometry at its WCS position.
+
+Photometers are stateless: each image message carries the star list, so any number of them
+share the image queue and give the same results as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tess_ffi.shared.bus import Delivery, PermanentError
+from tess_ffi.shared.contracts import (
+    FFIImage,
+    FFIPhotometry,
+    ReferenceImage,
+    StarCatalog,
+    Topic,
+    photometry_table,
+    star_catalog_table,
+)
+from tess_ffi.shared.fits_io import FITSError, header_wcs
+from tess_ffi.shared.quality import TESS_DQUALITY_MASK
+from tess_ffi.shared.runtime import Service
+
+from .photometry import detect_stars, forced_aperture_photometry
+
+__all__ = ["PhotometerService", "build_star_catalog", "measure_ffi", "TESS_ZERO_POINT"]
+
+#: e-/s of a Tmag = 10 star (Vanderspek et al. 2018): tmag = 10 - 2.5 log10(flux / 15000).
+TESS_ZERO_POINT = 15000.0
+
+
+def build_star_catalog(image: np.ndarray, header: str, *, max_stars: int | None = None) -> pa.Table:
+    """Detect stars on a reference image and give them stable ids and sky positions."""
+    wcs = header_wcs(header, name="reference")
+    sources = detect_stars(image, max_stars=max_stars)
+    x = sources["x"].to_numpy(dtype=np.float64)
+    y = sources["y"].to_numpy(dtype=np.float64)
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    flux = np.clip(sources["flux"].to_numpy(dtype=np.float64), 1e-3, None)
+    tmag = 10.0 - 2.5 * np.log10(flux / TESS_ZERO_POINT)
+    # Ids follow sky position (declination bands, then RA), so they do not depend on the
+    # detection order and are the same whichever photometer builds the list.
+    order = np.lexsort((np.round(ra, 6), np.round(dec, 3)))
+    return star_catalog_table(
+        np.arange(1, len(order) + 1), ra[order], dec[order], x[order], y[order], tmag[order]
+    )
+
+
+def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
+    """Forced photometry of the message's stars on its image: (btjd_mid, dquality, table)."""
+    from astropy.io import fits
+
+    header = fits.Header.fromstring(message.header)
+    try:
+        tstart, tstop = float(header["TSTART"]), float(header["TSTOP"])
+    except KeyError as exc:
+        raise FITSError(f"{message.filename}: missing header key {exc.args[0]}") from None
+    dquality = int(header.get("DQUALITY", 0)) & TESS_DQUALITY_MASK
+    wcs = header_wcs(header, name=message.filename)
+    stars = message.stars
+    ra = stars.column("ra").to_numpy()
+    dec = stars.column("dec").to_numpy()
+    x, y = wcs.all_world2pix(ra, dec, 0)
+    result = forced_aperture_photometry(
+        message.image, np.asarray(x), np.asarray(y), uncertainty=message.uncertainty
+    )
+    table = photometry_table(
+        stars.column("star_id").to_numpy(),
+        flux=result.flux,
+        flux_err=result.flux_err,
+        bkg=result.bkg,
+        x=result.x,
+        y=result.y,
+        quality=np.asarray(result.quality, dtype=np.int32) | np.int32(dquality),
+    )
+    return 0.5 * (tstart + tstop), dquality, table
+
+
+class PhotometerService(Service):
+    name = "photometer"
+
+    async def start(self) -> None:
+        await self.subscribe(Topic.FFI, self.on_ffi)
+        await self.subscribe(Topic.REFERENCE, self.on_reference, prefetch=1)
+
+    async def on_reference(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, ReferenceImage)
+        try:
+            stars = await asyncio.to_thread(build_star_catalog, message.image, message.header)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from exc
+        self.log.info("star list built", job=message.job.job_id, stars=stars.num_rows,
+                      frames=message.n_frames)
+        self.counters["catalogs_built"] += 1
+        await self.bus.publish(StarCatalog(job=message.job, stars=stars))
+
+    async def on_ffi(self, message: Any, delivery: Delivery) -> None:
+        assert isinstance(message, FFIImage)
+        status = self.job_status(message.job)
+        status["current"] = message.filename
+        try:
+            btjd, dquality, table = await asyncio.to_thread(measure_ffi, message)
+        except ValueError as exc:  # bad input (header, WCS, shape): retrying cannot help
+            raise PermanentError(f"{message.filename}: {exc}") from exc
+        await self.bus.publish(
+            FFIPhotometry(
+                job=message.job, cadence=message.cadence, btjd=btjd, dquality=dquality,
+                table=table,
+            )
+        )
+        self.counters["ffi_measured"] += 1
+        self.counters["measurements"] += table.num_rows
+        status["measured"] = status.get("measured", 0) + 1
