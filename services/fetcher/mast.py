@@ -29,8 +29,8 @@ Examples
 >>> pairs, rejected = parse_bulk_script(script)
 >>> [name for name, _ in pairs], rejected
 (['tess2019312005925-s0018-1-3-0162-s_ffic.fits'], ['../../evil_ffic.fits'])
->>> rebase_url(pairs[0][1], "http://127.0.0.1:8080/")[:60]
-'http://127.0.0.1:8080/api/v0.1/Download/file/?uri=mast:TESS/p'
+>>> rebase_url(pairs[0][1], "http://127.0.0.1:8080/").split("?")[0]
+'http://127.0.0.1:8080/api/v0.1/Download/file/'
 >>> archive_dir("tess2019312005925-s0018-1-3-0162-s_ffic.fits")
 'missions/tess/ffi/s0018/2019/312/1-3/'
 """
@@ -83,7 +83,9 @@ MAST_HOSTS = frozenset({"archive.stsci.edu", "mast.stsci.edu"})
 #: Largest text page (bulk script, directory index) read into memory.
 MAX_TEXT_BYTES = 64 * 2**20
 CHUNK = 1 << 20
-USER_AGENT = "tess-ffi/0.1 (+https://github.com/; aiohttp)"
+USER_AGENT = "tess-ffi/0.1 (aiohttp)"
+#: Sent with every request: FITS bodies are compared byte for byte with Content-Length.
+REQUEST_HEADERS = {"Accept-Encoding": "identity"}
 
 T = TypeVar("T")
 
@@ -279,7 +281,8 @@ async def with_retries(
     attempts do not. Retryable failures are :class:`TransientError`, timeouts, truncated
     bodies (:class:`aiohttp.ClientPayloadError`), structurally broken FITS
     (:class:`~tess_ffi.shared.fits_io.FITSError`) and connection errors; anything else
-    (a 404, a permanent HTTP error) propagates at once.
+    (a 404, a permanent HTTP error) propagates at once, other aiohttp errors as
+    :class:`SourceError`.
 
     Parameters
     ----------
@@ -343,8 +346,13 @@ async def with_retries(
         except Exception as exc:  # noqa: BLE001 - sorted into retryable or not just below
             failure = _classify(exc)
             if failure is None:
-                if not isinstance(exc, SourceError):
-                    _count_failure(stats, type(exc).__name__)
+                if isinstance(exc, SourceError):
+                    raise
+                _count_failure(stats, type(exc).__name__)
+                if isinstance(exc, aiohttp.ClientError):  # e.g. a bad URL or redirect loop
+                    raise SourceError(
+                        f"{name}: {type(exc).__name__}: {_one_line(str(exc))}"
+                    ) from exc
                 raise
             _count_failure(stats, failure.reason)
             last = failure.detail
@@ -591,7 +599,7 @@ class MastSource(FFISource):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.job.workers + 2),
                 timeout=self.policy.client_timeout(),
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                headers={"User-Agent": USER_AGENT, **REQUEST_HEADERS},
             )
             self._own_session = True
         return self._session
@@ -608,7 +616,9 @@ class MastSource(FFISource):
 
         async def attempt(_: int) -> str:
             session = await self.session()
-            async with session.get(url, timeout=self.policy.client_timeout()) as resp:
+            async with session.get(
+                url, headers=REQUEST_HEADERS, timeout=self.policy.client_timeout()
+            ) as resp:
                 check_status(resp, name)
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(CHUNK):
@@ -642,9 +652,11 @@ class MastSource(FFISource):
         found: dict[str, str] = {}
         script_url = self.url(bulk_script_path(job.sector))
         why: list[str] = []
+        script_missing = False
         try:
             text = await self.get_text(script_url, name=f"sector {job.sector} bulk script")
         except NotFoundError:
+            script_missing = True
             why.append(f"no bulk script {bulk_script_path(job.sector)}")
         else:
             pairs, rejected = parse_bulk_script(text)
@@ -662,13 +674,14 @@ class MastSource(FFISource):
                            f"{job.camera} CCD {job.ccd}")
         if not found:
             self.log.info("listing the archive folders", reason="; ".join(why))
-            found, why_dir = await self._list_directories()
+            found, why_dir, folder_missing = await self._list_directories()
             if found:
                 self.listing = "directory"
             else:
                 why.append(why_dir)
         if not found:
-            what = "" if "no bulk script" in why[0] else f" of camera {job.camera} CCD {job.ccd}"
+            sector_missing = script_missing and folder_missing
+            what = "" if sector_missing else f" of camera {job.camera} CCD {job.ccd}"
             raise SourceError(
                 f"sector {job.sector}: no calibrated FFIs{what} found at {self.base_url} "
                 f"({'; '.join(why)})"
@@ -677,13 +690,15 @@ class MastSource(FFISource):
         self.log.info("listed", ffis=len(names), via=self.listing)
         return [FFIEntry(i, name, found[name]) for i, name in enumerate(names)]
 
-    async def _list_directories(self) -> tuple[dict[str, str], str]:
+    async def _list_directories(self) -> tuple[dict[str, str], str, bool]:
+        """FFIs found by walking the folders, why none were found, whether the sector folder
+        itself is missing."""
         job = self.job
         top_path = f"missions/tess/ffi/s{job.sector:04d}/"
         try:
             top = await self.get_text(self.url(top_path), name=f"sector {job.sector} folder")
         except NotFoundError:
-            return {}, f"no folder {top_path}"
+            return {}, f"no folder {top_path}", True
         years = [h for h in parse_hrefs(top) if re.fullmatch(r"\d{4}", h)]
         day_urls: list[str] = []
         for year in sorted(set(years)):
@@ -708,8 +723,8 @@ class MastSource(FFISource):
             found.update(part)
         if not found:
             return {}, (f"folder {top_path} has {len(day_urls)} day folders, no FFI of camera "
-                        f"{job.camera} CCD {job.ccd}")
-        return found, ""
+                        f"{job.camera} CCD {job.ccd}"), False
+        return found, "", False
 
     # -- fetching ----------------------------------------------------------------------------
     async def fetch(self, entry: FFIEntry) -> bytes:
@@ -726,7 +741,9 @@ class MastSource(FFISource):
 
         async def attempt(k: int) -> bytes:
             session = await self.session()
-            async with session.get(entry.location, timeout=self.policy.client_timeout()) as resp:
+            async with session.get(
+                entry.location, headers=REQUEST_HEADERS, timeout=self.policy.client_timeout()
+            ) as resp:
                 check_status(resp, entry.name)
                 expected = resp.content_length
                 if expected is not None and expected > MAX_FFI_BYTES:
@@ -756,6 +773,8 @@ class MastSource(FFISource):
 
 
 def _check_length(resp: aiohttp.ClientResponse, received: int) -> None:
+    """TransientError("truncated") when fewer (or more) bytes came than Content-Length said."""
     expected = resp.content_length
-    if expected is not None and received != expected:
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+    if expected is not None and not encoded and received != expected:
         raise TransientError("truncated", f"truncated body ({received} of {expected} bytes)")

@@ -52,6 +52,8 @@ class SimSource(FFISource):
     def sector(self):  # type: ignore[no-untyped-def]
         from tess_ffi.shared.simulation import SimulatedSector
 
+        from tess_ffi.shared.simulation import simulation_config
+
         return SimulatedSector(simulation_config(self.job))
 
     async def list_ffis(self) -> list[FFIEntry]:
@@ -61,13 +63,6 @@ class SimSource(FFISource):
 
     async def fetch(self, entry: FFIEntry) -> bytes:
         return await asyncio.to_thread(self.sector.ffi_bytes, int(entry.location))
-
-
-def simulation_config(job: JobSpec):  # type: ignore[no-untyped-def]
-    """The simulator configuration a job asks for (its ``sim`` options over the defaults)."""
-    from tess_ffi.shared.simulation import SimulationConfig
-
-    return SimulationConfig(sector=job.sector, camera=job.camera, ccd=job.ccd, **job.sim)
 
 
 class PathSource(FFISource):
