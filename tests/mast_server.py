@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import re
 import time
@@ -90,8 +91,8 @@ class Faults:
     retry_after_fraction : float
         Of those 503s, the fraction that carry ``Retry-After``.
     retry_after_s : float
-        The value sent (seconds; an HTTP date ``retry_after_s`` ahead, rounded up to whole
-        seconds, when ``retry_after_date``).
+        The value sent (seconds; with ``retry_after_date``, an HTTP date at least
+        ``retry_after_s + 1`` seconds ahead, whole seconds).
     truncate_fraction : float
         GETs that send the full Content-Length, part of the body, then close the connection.
     stall_fraction, stall_s : float
@@ -431,7 +432,9 @@ class MastLikeServer:
         if rng.random() >= f.retry_after_fraction:
             return {}
         if f.retry_after_date:
-            when = time.time() + f.retry_after_s + 1.0  # HTTP dates have whole seconds
+            # HTTP dates have whole seconds: round up, and add one, so that the date is at
+            # least retry_after_s + 1 seconds ahead when it is sent.
+            when = math.ceil(time.time() + f.retry_after_s) + 1
             return {"Retry-After": email.utils.formatdate(when, usegmt=True)}
         return {"Retry-After": f"{f.retry_after_s:g}"}
 

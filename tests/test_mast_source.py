@@ -183,7 +183,7 @@ async def test_retry_after_is_honoured(mast_server_factory):
         first, second = gets(server, a)
         assert first.status == 503 and second.status == 200
         assert second.t - first.t >= 0.3  # the backoff alone would be about 1 ms
-        # The HTTP-date form (whole seconds, about 1 s ahead) is parsed and capped.
+        # The HTTP-date form (whole seconds, at least 1 s ahead) is parsed, and capped.
         server.faults = Faults(fail_first={b: 1}, retry_after_fraction=1.0, retry_after_s=0.0,
                                retry_after_date=True)
         source.policy = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.001,

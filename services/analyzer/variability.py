@@ -94,6 +94,7 @@ _BLS_FLOOR_DURATION = 0.015  # days
 #: (shortest period, longest period, shortest duration, longest duration), days.
 _BLS_SEGMENTS = ((0.2, 1.0, 0.015, 0.12), (1.0, 4.0, 0.025, 0.3), (4.0, math.inf, 0.04, 0.6))
 _BLS_TRIALS_PER_PERIOD = 4.0  # effective independent trials per grid period (calibrated on noise)
+_BLS_MIN_LOO_SNR = 4.0  # S/N of the box without its strongest event (one glitch is no period)
 _DETREND_WINDOW = 2.0  # days: running median removed before the box search
 _DOUBLING_HARMONICS = 4
 _DOUBLING_LOG10P = -6.0  # F-test p-value for "the odd harmonics of 2P are real"
@@ -338,6 +339,19 @@ def _running_trend(t: FloatArray, y: FloatArray, window: float) -> FloatArray:
     stack = np.where(near, bmed[None, :], np.nan)
     trend_b = np.nanmedian(stack, axis=1)
     return np.interp(t, tb, trend_b)
+
+
+def _local_noise_ratio(t: FloatArray, y: FloatArray, noise: float) -> FloatArray:
+    """Running point-to-point scatter over ~1 d relative to the global one (>= 1)."""
+    n = y.size
+    cadence = _median_cadence(t)
+    if n < 50 or not (noise > 0 and math.isfinite(cadence)):
+        return np.ones(n)
+    d = np.abs(np.diff(y))
+    d = np.r_[d[0], d]
+    size = min(_odd(max(25.0, 1.0 / cadence)), _odd(n / 4))
+    local = 1.4826 / math.sqrt(2.0) * ndimage.median_filter(d, size=size, mode="nearest")
+    return np.maximum(1.0, local / noise)
 
 
 def _fourier_design(t: FloatArray, freq: float, nharm: int, t_ref: float) -> FloatArray:
@@ -639,6 +653,8 @@ class _BoxFit:
     secondary_phase: float
     sine_delta_chi2: float
     oot_chi2: float
+    loo_snr: float  # S/N without the strongest event
+    few_events_consistent: bool  # <= 3 events: similar depths, >= 2 points each
     alias_rejected: bool
 
 
@@ -696,6 +712,18 @@ def _box_stats(
     y_ev = np.bincount(inv, w[m_in] * y[m_in]) / np.where(w_ev > 0, w_ev, 1.0)
     # chi^2 that one depth per event would gain over one depth for all (depth consistency)
     inconsistency = float(np.sum(w_ev * (y_ev - y_in) ** 2))
+    d_ev = y_out - y_ev
+    n_ev = np.bincount(inv)
+    event_ratio = float(d_ev.max() / d_ev.min()) if d_ev.min() > 0 else math.inf
+    # Leave out the event that contributes most: is the rest still a dip?
+    loo_snr = _NAN
+    if n_transits >= 2:
+        contrib = w_ev * (y_out - y_ev) * np.abs(y_out - y_ev)
+        drop = int(np.argmax(contrib))
+        w_rest = float(np.sum(w_ev) - w_ev[drop])
+        if w_rest > 0:
+            y_rest = float((np.sum(w_ev * y_ev) - w_ev[drop] * y_ev[drop]) / w_rest)
+            loo_snr = (y_out - y_rest) / math.sqrt(1.0 / w_rest + v_out)
     n_odd = int(np.unique(cycle[odd]).size)
     n_even = int(np.unique(cycle[even]).size)
     # Red noise: scatter of out-of-transit means over bins of one duration vs white noise.
@@ -733,6 +761,9 @@ def _box_stats(
         "chi2_0": chi2_0,
         "box_delta_chi2": depth * depth / (v_in + v_out) if depth > 0 else 0.0,
         "inconsistency": inconsistency,
+        "loo_snr": loo_snr,
+        "event_ratio": event_ratio,  # deepest / shallowest event
+        "min_event_points": int(n_ev.min()),
     }
 
 
@@ -1027,6 +1058,7 @@ def _bls_search(
         return None
     beta = st["beta"]
     snr = st["depth"] / (st["depth_err"] * beta)
+    loo_snr = st["loo_snr"] / beta
     doubled = two_box_doubled
     box_period = p
     if not doubled and _parities_differ(st, t, y, w, p, d, t0):
@@ -1059,6 +1091,10 @@ def _bls_search(
         secondary_phase=float(((t2 - t0) / p) % 1.0) if math.isfinite(t2) else _NAN,
         sine_delta_chi2=st["sine_delta_chi2"],
         oot_chi2=st["oot_chi2"],
+        loo_snr=loo_snr,
+        few_events_consistent=bool(
+            st["n_transits"] > 3 or (st["event_ratio"] <= 1.5 and st["min_event_points"] >= 2)
+        ),
         alias_rejected=rejected,
     )
 
@@ -1187,7 +1223,9 @@ def find_period(
     scale = 1.0
     if noise > 0:
         scale = max(1.0, noise / float(np.median(e)))
-    dy = e * scale
+    # Stretches noisier than the rest (bad pointing, scattered light) get larger errors.
+    local = _local_noise_ratio(t, y, noise)
+    dy = e * scale * local
     w = 1.0 / (dy * dy)
 
     # --- Lomb-Scargle -----------------------------------------------------------------------
@@ -1208,7 +1246,7 @@ def find_period(
             resid_noise = _p2p_noise(y - x @ coef)
             if resid_noise > 0:
                 scale = max(1.0, resid_noise / float(np.median(e)))
-                dy = e * scale
+                dy = e * scale * local
                 w = 1.0 / (dy * dy)
 
     # --- Box least squares on the detrended flux ---------------------------------------------
@@ -1222,15 +1260,22 @@ def find_period(
         box_ok = (
             box.fap < FAP_THRESHOLD
             and box.n_transits >= 2
+            and box.loo_snr >= _BLS_MIN_LOO_SNR
+            and box.few_events_consistent
             and box.sine_delta_chi2 < box.delta_chi2 * box.beta**2
             and box.duration / box.period <= 0.3
         )
-        if box_ok and ls_ok:
-            # Is the sinusoid of Lomb-Scargle better at explaining the detrended flux?
-            x = _fourier_design(t, ls.frequency, 1, float(t[0]))  # type: ignore[union-attr]
-            _, chi2_sine = _wlstsq(x, yd, w)
-            sine_gain = _chi2_const(yd, w) - chi2_sine
-            box_ok = box.delta_chi2 * box.beta**2 >= sine_gain
+        if box_ok and ls_ok and ls is not None:
+            # The box must also explain more than the Lomb-Scargle sinusoid, both in the
+            # detrended flux and in the flux itself (where a slow rotator's signal lives and
+            # its detrending residuals can look like boxes).
+            x = _fourier_design(t, ls.frequency, 1, float(t[0]))
+            for series in (yd, y):
+                _, chi2_sine = _wlstsq(x, series, w)
+                sine_gain = _chi2_const(series, w) - chi2_sine
+                st = _box_stats(t, series, w, box.box_period, box.duration, box.t0)
+                box_gain = st["box_delta_chi2"] if st is not None else 0.0
+                box_ok = box_ok and box_gain >= sine_gain
 
     common: dict[str, Any] = {
         "noise_scale": float(scale),

@@ -453,10 +453,13 @@ def parse_bulk_script(text: str) -> tuple[list[tuple[str, str]], list[str]]:
         line = line.strip()
         if not line.startswith("curl "):
             continue
-        try:
-            args = shlex.split(line)
-        except ValueError:
-            continue
+        if any(c in line for c in "'\"\\"):
+            try:
+                args = shlex.split(line)
+            except ValueError:
+                continue
+        else:  # the usual line: plain words (shlex is 20 times slower on 17,712 lines)
+            args = line.split()
         name = url = None
         i = 1
         while i < len(args):
@@ -659,7 +662,7 @@ class MastSource(FFISource):
             script_missing = True
             why.append(f"no bulk script {bulk_script_path(job.sector)}")
         else:
-            pairs, rejected = parse_bulk_script(text)
+            pairs, rejected = await asyncio.to_thread(parse_bulk_script, text)
             self.rejected = rejected
             if rejected:
                 self.log.warning("bulk script names refused", count=len(rejected),
