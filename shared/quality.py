@@ -20,7 +20,14 @@ import enum
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["QualityFlags", "TESS_DQUALITY_MASK", "DEFAULT_BAD_BITS", "is_good", "good_mask"]
+__all__ = [
+    "QualityFlags",
+    "TESS_DQUALITY_MASK",
+    "DEFAULT_BAD_BITS",
+    "SATURATION_E_S",
+    "is_good",
+    "good_mask",
+]
 
 
 class QualityFlags(enum.IntFlag):
@@ -52,6 +59,10 @@ class QualityFlags(enum.IntFlag):
 
 
 TESS_DQUALITY_MASK = 0xFFFF
+
+#: A pixel's saturation level in a calibrated FFI, e-/s: a full well of about 1.3e5 e- per
+#: 1.98 s exposure (Vanderspek et al. 2018; stars brighter than Tmag ~6.8 saturate).
+SATURATION_E_S = 1.3e5 / 1.98
 
 #: Bits that make a measurement unusable for variability analysis by default. Scattered light
 #: (4096) and straylight (2048) are flags of caution, not exclusion, as in SPOC's default mask.

@@ -341,17 +341,23 @@ def _running_trend(t: FloatArray, y: FloatArray, window: float) -> FloatArray:
     return np.interp(t, tb, trend_b)
 
 
-def _local_noise_ratio(t: FloatArray, y: FloatArray, noise: float) -> FloatArray:
-    """Running point-to-point scatter over ~1 d relative to the global one (>= 1)."""
+def _local_noise_ratio(t: FloatArray, y: FloatArray) -> FloatArray:
+    """Running white-noise level over ~2 d relative to the global one (>= 1).
+
+    From second differences, which ignore the straight ingress and egress of eclipses.
+    """
     n = y.size
     cadence = _median_cadence(t)
-    if n < 50 or not (noise > 0 and math.isfinite(cadence)):
+    if n < 50 or not math.isfinite(cadence):
         return np.ones(n)
-    d = np.abs(np.diff(y))
-    d = np.r_[d[0], d]
-    size = min(_odd(max(25.0, 1.0 / cadence)), _odd(n / 4))
-    local = 1.4826 / math.sqrt(2.0) * ndimage.median_filter(d, size=size, mode="nearest")
-    return np.maximum(1.0, local / noise)
+    d2 = np.abs(y[2:] - 2.0 * y[1:-1] + y[:-2])
+    d2 = np.r_[d2[0], d2, d2[-1]]
+    glob = float(np.median(d2))
+    if not glob > 0:
+        return np.ones(n)
+    size = min(_odd(max(25.0, 2.0 / cadence)), _odd(n / 4))
+    local = ndimage.median_filter(d2, size=size, mode="nearest")
+    return np.maximum(1.0, local / glob)
 
 
 def _fourier_design(t: FloatArray, freq: float, nharm: int, t_ref: float) -> FloatArray:
@@ -802,9 +808,9 @@ def _parity_fit(
         return None
     xs, ys, ws = x[win], y[win], w[win]
     odd = (np.round((t[win] - t0) / period).astype(np.int64) % 2) == 1
-    n_nodes = 10
-    step = radius / n_nodes
-    nodes = step * np.arange(n_nodes)  # a node at 0 (the depth); the profile is 0 at radius
+    step = max(radius / 8.0, 0.6 * exposure)
+    n_nodes = max(3, int(radius / step))
+    nodes = step * np.arange(n_nodes)  # the profile is 0 from ``n_nodes * step`` on
     sub = exposure * ((np.arange(5) + 0.5) / 5.0 - 0.5)
     sw = np.sqrt(ws)
 
@@ -833,16 +839,19 @@ def _parity_fit(
         return None
     dof = max(int(win.sum()) - a.shape[1], 1)
     inflate = math.sqrt(max(1.0, chi2 / dof))
+    # Depth of each parity: its profile averaged over the central half duration.
+    u = np.linspace(0.0, 0.5 * duration, 50)
+    avg = np.clip(1.0 - np.abs(u[:, None] - nodes[None, :]) / step, 0.0, None).mean(axis=0)
     k = n_nodes
-    e_odd = np.zeros(a.shape[1])
-    e_odd[1] = 1.0  # node 0 of the odd profile
-    e_even = np.zeros(a.shape[1])
-    e_even[1 + k] = 1.0
+    g_odd = np.zeros(a.shape[1])
+    g_odd[1 : 1 + k] = avg
+    g_even = np.zeros(a.shape[1])
+    g_even[1 + k :] = avg
     return {
-        "depth_odd": float(coef[1]),
-        "depth_odd_err": float(math.sqrt(max(cov[1, 1], 0.0)) * inflate),
-        "depth_even": float(coef[1 + k]),
-        "depth_even_err": float(math.sqrt(max(cov[1 + k, 1 + k], 0.0)) * inflate),
+        "depth_odd": float(g_odd @ coef),
+        "depth_odd_err": float(math.sqrt(max(g_odd @ cov @ g_odd, 0.0)) * inflate),
+        "depth_even": float(g_even @ coef),
+        "depth_even_err": float(math.sqrt(max(g_even @ cov @ g_even, 0.0)) * inflate),
     }
 
 
@@ -995,37 +1004,50 @@ def _bls_search(
     dur = np.concatenate(result_cols["duration"])
     t0s = np.concatenate(result_cols["t0"])
 
-    # Candidates: the strongest distinct peaks, and twice and half the strongest.
+    # Long periods whose box holds a single event (the others fall in gaps or outside the
+    # data) are no periods: drop them before ranking.
+    long = per > span / 4.0
+    if long.any():
+        pl, t0l, dl = per[long], t0s[long], dur[long]
+        kmax = int(math.ceil(span / pl.min())) + 1
+        k = np.arange(-kmax, kmax + 1)
+        tc = t0l[:, None] + k[None, :] * pl[:, None]
+        half = 0.5 * dl[:, None]
+        n_in = np.searchsorted(tb, tc + half) - np.searchsorted(tb, tc - half)
+        n_events = np.sum(n_in > 0, axis=1)
+        power[np.flatnonzero(long)[n_events < 2]] = 0.0
+
+    # Candidates: the strongest distinct peaks with two events or more, and twice and half
+    # the strongest (a peak is as wide as the phase drift of one duration over the baseline).
     order = np.argsort(power)[::-1]
-    seeds: list[tuple[float, float, float]] = []
-    for i in order[:400]:
-        p = float(per[i])
-        if any(abs(p / q[0] - 1.0) < 0.01 for q in seeds):
+    rejected = False
+    cands: list[_Candidate] = []
+    seen: list[tuple[float, float]] = []
+    for i in order[:2000]:
+        p, d, t0 = float(per[i]), float(dur[i]), float(t0s[i])
+        if any(abs(p / q - 1.0) < width for q, width in seen):
             continue
-        seeds.append((p, float(dur[i]), float(t0s[i])))
-        if len(seeds) >= 8:
+        cand = _score_candidate(tb, yb, dyb, p, d, t0)
+        # A valid peak masks its neighbourhood; a one-event plateau only its own grid point.
+        seen.append((p, max(0.01, 2.0 * d / span) if cand is not None else 0.002))
+        if cand is not None:
+            if _systematic_alias(p) and cand.snr < _STRONG_BLS_SNR:
+                rejected = True
+            else:
+                cands.append(cand)
+        if len(cands) >= 6 or len(seen) >= 40:
             break
-    if not seeds:
+    if not cands:
         return None
-    p_top, d_top, t0_top = seeds[0]
+    p_top, d_top, t0_top = cands[0].period, cands[0].duration, cands[0].t0
     for mult in (2.0, 0.5):
         pm = p_top * mult
         if pmin <= pm <= pmax and d_top < 0.5 * pm and not any(
-            abs(pm / q[0] - 1.0) < 0.01 for q in seeds
+            abs(pm / c.period - 1.0) < 0.01 for c in cands
         ):
-            seeds.append((pm, d_top, t0_top))
-    rejected = False
-    cands: list[_Candidate] = []
-    for p, d, t0 in seeds:
-        cand = _score_candidate(tb, yb, dyb, p, d, t0)
-        if cand is None:
-            continue
-        if _systematic_alias(p) and cand.snr < _STRONG_BLS_SNR:
-            rejected = True
-            continue
-        cands.append(cand)
-    if not cands:
-        return None
+            cand = _score_candidate(tb, yb, dyb, pm, d_top, t0_top)
+            if cand is not None and not (_systematic_alias(pm) and cand.snr < _STRONG_BLS_SNR):
+                cands.append(cand)
     best = max(cands, key=lambda c: c.score)
     # A multiple of another candidate must explain clearly more (else keep the shorter one).
     for c in sorted(cands, key=lambda c: c.period):
@@ -1107,22 +1129,37 @@ def _bls_search(
 def _doubling_test(
     t: FloatArray, y: FloatArray, w: FloatArray, period: float
 ) -> tuple[bool, FloatArray, FloatArray]:
-    """Are the odd harmonics of ``2 * period`` real? Returns (verdict, coef at P, coef at 2P)."""
+    """Are the odd harmonics of ``2 * period`` real? Returns (verdict, coef at P, coef at 2P).
+
+    The model at ``P`` has four harmonics whose amplitudes may drift linearly and
+    quadratically over the light curve (spots evolve; a drifting amplitude makes alternate
+    cycles differ a little); the model at ``2P`` adds the four odd harmonics of ``2P``. An
+    F-test on the residuals (p < 1e-6) and odd harmonics at least 2 % of the even ones
+    double the period: unequal minima of a binary, two different spots.
+    """
     k = _DOUBLING_HARMONICS
     t_ref = float(t[0])
-    x1 = _fourier_design(t, 1.0 / period, k, t_ref)
-    x2 = _fourier_design(t, 0.5 / period, 2 * k, t_ref)
-    c1, chi1 = _wlstsq(x1, y, w)
+    span = float(t[-1] - t[0]) or 1.0
+    tau = (t - 0.5 * (t[0] + t[-1])) / span
+    base = _fourier_design(t, 1.0 / period, k, t_ref)  # [1, cos1, sin1, ..., cos k, sin k]
+    drift = np.column_stack([base * tau[:, None], base * (tau * tau)[:, None]])
+    x1 = np.column_stack([base, drift])
+    half = _fourier_design(t, 0.5 / period, 2 * k, t_ref)
+    odd_cols = np.concatenate([[1 + 4 * j, 2 + 4 * j] for j in range(k)])  # harmonics 1, 3, ..
+    x2 = np.column_stack([x1, half[:, odd_cols]])
+    _, chi1 = _wlstsq(x1, y, w)
     c2, chi2 = _wlstsq(x2, y, w)
+    c1, _ = _wlstsq(base, y, w)
+    c_half, _ = _wlstsq(half, y, w)
     dof2 = t.size - x2.shape[1]
     if dof2 <= 2 * k or chi2 <= 0:
-        return False, c1, c2
+        return False, c1, c_half
     fstat = ((chi1 - chi2) / (2 * k)) / (chi2 / dof2)
     logp = stats.f.logsf(fstat, 2 * k, dof2) / math.log(10.0)
-    amp = np.hypot(c2[1::2], c2[2::2])  # harmonics 1..2k of f/2
-    odd, even = amp[0::2], amp[1::2]
+    odd = c2[x1.shape[1]:]
+    even = c1[1:]
     ratio = float(np.sqrt(np.sum(odd**2) / max(np.sum(even**2), 1e-300)))
-    return bool(logp < _DOUBLING_LOG10P and ratio > _DOUBLING_MIN_RATIO), c1, c2
+    return bool(logp < _DOUBLING_LOG10P and ratio > _DOUBLING_MIN_RATIO), c1, c_half
 
 
 def _fraction_below_mid(coef: FloatArray) -> tuple[float, float]:
@@ -1224,7 +1261,7 @@ def find_period(
     if noise > 0:
         scale = max(1.0, noise / float(np.median(e)))
     # Stretches noisier than the rest (bad pointing, scattered light) get larger errors.
-    local = _local_noise_ratio(t, y, noise)
+    local = _local_noise_ratio(t, y)
     dy = e * scale * local
     w = 1.0 / (dy * dy)
 

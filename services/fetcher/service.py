@@ -84,9 +84,11 @@ class FetcherService(Service):
         job = plan.job
         log = self.log.bind(job=job.job_id, run=job.run_id)
         status = self.job_status(job)
-        status.update(state="listing", fetched=0, failed={}, retries=0, bytes=0)
-        source = open_source(job)
+        status.update(state="listing", fetched=0, failed={}, bytes=0)
+        source: FFISource | None = None
         try:
+            source = open_source(job)
+            status["source"] = getattr(source, "stats", {})
             entries = await source.list_ffis()
             selected = entries[:: max(1, job.cadence_skip)]
             expected = [e.cadence for e in selected]
@@ -115,7 +117,8 @@ class FetcherService(Service):
             log.error("job failed", error=str(exc))
             await self.emit(job, "failed", error=_one_line(exc))
         finally:
-            await source.close()
+            if source is not None:
+                await source.close()
 
     async def _fetch_decoded(self, source: FFISource, entry: FFIEntry) -> Any:
         data = await source.fetch(entry)

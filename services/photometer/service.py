@@ -24,7 +24,7 @@ from tess_ffi.shared.contracts import (
     star_catalog_table,
 )
 from tess_ffi.shared.fits_io import FITSError, header_wcs
-from tess_ffi.shared.quality import TESS_DQUALITY_MASK
+from tess_ffi.shared.quality import SATURATION_E_S, TESS_DQUALITY_MASK
 from tess_ffi.shared.runtime import Service
 
 from .photometry import detect_stars, forced_aperture_photometry
@@ -66,9 +66,13 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
     stars = message.stars
     ra = stars.column("ra").to_numpy()
     dec = stars.column("dec").to_numpy()
-    x, y = wcs.all_world2pix(ra, dec, 0)
+    x, y = (np.asarray(v, dtype=np.float64) for v in wcs.all_world2pix(ra, dec, 0))
+    # A star the WCS cannot place is measured nowhere: far off-chip, so it is flagged OUTSIDE.
+    lost = ~(np.isfinite(x) & np.isfinite(y))
+    x[lost], y[lost] = -1e4, -1e4
     result = forced_aperture_photometry(
-        message.image, np.asarray(x), np.asarray(y), uncertainty=message.uncertainty
+        message.image, x, y, uncertainty=message.uncertainty,
+        saturation_level=0.98 * SATURATION_E_S,
     )
     table = photometry_table(
         stars.column("star_id").to_numpy(),
