@@ -47,6 +47,9 @@ async def test_faulty_archive_job_stores_every_cadence_once(
         n_cadences=90, faults=Faults(seed=11, error_fraction=0.10, truncate_fraction=0.05,
                                      retry_after_s=0.2), **SECTOR,
     )
+    # With so few files the fractions alone may not hit every fault kind: force one of each.
+    server.faults.truncate_first = {server.sector.ffi_filename(36): 1}
+    server.faults.fail_first = {server.sector.ffi_filename(54): 2}
     port = _free_port()
     settings = load_settings(data_dir=tmp_path, http_port=port)
     job = JobSpec(sector=18, camera=1, ccd=3, mast_url=server.base_url, cadence_skip=18, workers=3)
