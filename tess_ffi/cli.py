@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="output folder (default ./data)")
     p.add_argument("--log-level", default=None)
 
+    p = sub.add_parser(
+        "download", help="download FFIs and keep them (the legacy path; resumable)",
+        epilog="examples:\n  tess-ffi download --sector 70 --camera 1 --ccd 1 --cadence-skip 18\n"
+               "  tess-ffi process --sector 70 --camera 1 --ccd 1 --source data/mast",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_target(p)
+    p.add_argument("--cadence-skip", type=int, default=1, help="keep every Kth FFI (default 1)")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--mast-url", default=None, help="archive base URL (a mirror, or a test server)")
+    p.add_argument("--data-dir", type=Path, default=None, help="output folder (default ./data)")
+    p.add_argument("--log-level", default=None)
+
     p = sub.add_parser("serve", help="run one service (or all) until SIGTERM",
                        epilog=EPILOG_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="fetcher, photometer, aggregator, analyzer, enricher or all")
@@ -204,6 +216,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from tess_ffi.services.fetcher.download import download_sector
+    from tess_ffi.shared.config import validate_target
+    from tess_ffi.shared.contracts import JobSpec
+
+    validate_target(args.sector, args.camera, args.ccd)
+    if args.cadence_skip < 1 or args.workers < 1:
+        raise CLIError("--cadence-skip and --workers must be at least 1")
+    settings = _settings(args)
+    job = JobSpec(sector=args.sector, camera=args.camera, ccd=args.ccd, source="mast",
+                  cadence_skip=args.cadence_skip, workers=args.workers, mast_url=args.mast_url)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            sys.stderr.write(f"\r[{'#' * int(30 * done / max(total, 1)):<30}] {done}/{total} FFIs")
+            sys.stderr.flush()
+
+    summary = asyncio.run(download_sector(job, settings.data_dir, progress=progress))
+    if tty:
+        sys.stderr.write("\n")
+    print(f"downloaded {len(summary.downloaded)}, resumed {len(summary.resumed)}, "
+          f"already complete {len(summary.skipped)}, failed {len(summary.failed)} "
+          f"({summary.bytes / 1e6:.1f} MB)")
+    for name, reason in sorted(summary.failed.items()):
+        print(f"failed: {name}: {reason}")
+    print(f"files: {summary.folder}")
+    print(f"next:  tess-ffi process --sector {args.sector} --camera {args.camera} "
+          f"--ccd {args.ccd} --source {settings.data_dir / 'mast'}")
+    return 0 if not summary.failed else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from tess_ffi.pipeline import make_bus, make_services
     from tess_ffi.shared.runtime import run_until_signalled
@@ -223,7 +267,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"process": cmd_process, "demo": cmd_demo, "serve": cmd_serve}
+COMMANDS = {
+    "process": cmd_process,
+    "demo": cmd_demo,
+    "download": cmd_download,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
