@@ -25,6 +25,13 @@ class Settings:
     max_message_bytes: int = 64 * 2**20
     prefetch: int = 2
     log_level: str = "INFO"
+    #: A job with no progress for this long is planned again (lost transient images are
+    #: fetched again; a restarted fetcher picks the job up).
+    stall_timeout_s: float = 120.0
+    #: Never query MAST/VizieR; match candidates against ``catalog_files`` only.
+    offline: bool = False
+    #: Local catalogs (Parquet/CSV with id, ra, dec, Tmag) for offline enrichment.
+    catalog_files: tuple[Path, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -52,6 +59,11 @@ def load_settings(**overrides: Any) -> Settings:
         max_message_bytes=int(_env("TESS_FFI_MAX_MESSAGE_BYTES") or 64 * 2**20),
         prefetch=int(_env("TESS_FFI_PREFETCH") or 2),
         log_level=_env("TESS_FFI_LOG_LEVEL") or "INFO",
+        stall_timeout_s=float(_env("TESS_FFI_STALL_TIMEOUT_S") or 120.0),
+        offline=(_env("TESS_FFI_OFFLINE") or "").lower() in ("1", "true", "yes"),
+        catalog_files=tuple(
+            Path(p) for p in (_env("TESS_FFI_CATALOG_FILES") or "").split(",") if p.strip()
+        ),
     )
     if "data_dir" in overrides and overrides["data_dir"] is not None:
         overrides["data_dir"] = Path(overrides["data_dir"])

@@ -28,6 +28,7 @@ from aiohttp import web
 from .bus import Bus, Subscription
 from .config import Settings
 from .contracts import JobEvent, JobSpec, Topic
+from .status_page import add_status_page
 
 __all__ = [
     "Service",
@@ -204,6 +205,7 @@ def build_http_app(services: list[Service], bus: Bus) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
+    add_status_page(app, SERVICES_KEY)  # the web page: GET / and /ui (polls /status)
     return app
 
 

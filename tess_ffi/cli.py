@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="mast", help="mast (default), sim, or a folder of FFIs")
     p.add_argument("--mast-url", default=None, help="archive base URL (a mirror, or a test server)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    p.add_argument("--offline", action="store_true",
+                   help="never query MAST/VizieR for the TIC and VSX; use --catalog files")
+    p.add_argument("--catalog", type=Path, action="append", default=None, metavar="FILE",
+                   help="local catalog (Parquet/CSV: id, ra, dec, Tmag) for offline enrichment")
     p.add_argument("--sim-stars", type=int, default=None, help="simulated stars (--source sim)")
     p.add_argument("--sim-cadences", type=int, default=None, help="simulated FFIs (--source sim)")
     p.add_argument("--sim-seed", type=int, default=None, help="simulation seed (--source sim)")
@@ -175,7 +179,7 @@ def _job_from_args(args: argparse.Namespace) -> Any:
     return JobSpec(
         sector=args.sector, camera=args.camera, ccd=args.ccd, source=source,
         cadence_skip=args.cadence_skip, workers=args.workers, mast_url=args.mast_url,
-        no_resume=args.no_resume, sim=sim,
+        no_resume=args.no_resume, offline=args.offline, sim=sim,
     )
 
 
@@ -194,7 +198,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     validate_target(args.sector, args.camera, args.ccd)
     job = _job_from_args(args)
-    settings = _settings(args)
+    settings = _settings(args, **({"catalog_files": tuple(args.catalog)} if args.catalog else {}))
     summary = _run_job(job, settings)
     _print_summary(summary, output_dir(settings.data_dir, job.sector, job.camera, job.ccd))
     return 0

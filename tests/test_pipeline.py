@@ -23,7 +23,7 @@ from tess_ffi.shared.bus import RabbitBus
 from tess_ffi.shared.config import load_settings, output_dir
 from tess_ffi.shared.contracts import JobSpec, Topic
 
-SIM = {"n_stars": 400, "n_cadences": 48, "cadence_s": 1800.0, "seed": 5, "variable_fraction": 0.3}
+SIM = {"n_stars": 400, "n_cadences": 96, "cadence_s": 1800.0, "seed": 5, "variable_fraction": 0.3}
 
 
 def job(**kwargs: Any) -> JobSpec:
@@ -80,7 +80,9 @@ def test_injected_variables_are_found_with_their_periods(embedded_run: Path) -> 
     ratio = matched["period"] / matched["period_true"]
     # Eclipsing binaries with equal minima may legitimately be reported at P/2.
     binary = matched["var_class_true"].isin(["EA", "EW"])
-    good = np.isclose(ratio, 1, rtol=0.01) | (binary & np.isclose(ratio, 0.5, rtol=0.01))
+    # A two-day span limits period precision to about a percent (the full-sector precision
+    # figures are benchmarks/science.py's).
+    good = np.isclose(ratio, 1, rtol=0.02) | (binary & np.isclose(ratio, 0.5, rtol=0.02))
     assert good.sum() >= 0.8 * len(periodic), matched[["var_class", "period", "period_true"]]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tess_ffi.shared.bus import Delivery
+from tess_ffi.shared.bus import Delivery, PermanentError
 from tess_ffi.shared.config import output_dir
 from tess_ffi.shared.contracts import (
     FetchManifest,
@@ -27,6 +27,7 @@ from tess_ffi.shared.contracts import (
     Topic,
 )
 from tess_ffi.shared.runtime import Service
+from tess_ffi.shared.storage import StoreError
 
 from .store import JobStore
 
@@ -35,6 +36,8 @@ __all__ = ["AggregatorService"]
 #: Rows of photometry held in memory at once while light curves are sent.
 LIGHTCURVE_ROWS_IN_MEMORY = 4_000_000
 PUBLISH_WINDOW = 64
+#: Times a stalled job is planned again before it is declared failed.
+MAX_REPLANS = 20
 
 
 class AggregatorService(Service):
@@ -44,6 +47,8 @@ class AggregatorService(Service):
         super().__init__(*args, **kwargs)
         self._locks: dict[str, asyncio.Lock] = {}
         self._stored: dict[str, set[int]] = {}
+        self._last_progress: dict[str, float] = {}
+        self._watchdogs: dict[str, asyncio.Task[None]] = {}
 
     def store(self, job: JobSpec) -> JobStore:
         return JobStore(output_dir(self.settings.data_dir, job.sector, job.camera, job.ccd))
@@ -62,12 +67,17 @@ class AggregatorService(Service):
         job = message.job
         store = self.store(job)
         async with self._lock(job):
-            if job.no_resume:
-                await asyncio.to_thread(store.clear)
-            state = store.read_state()
-            state.update(job=job.to_json(), run_id=job.run_id, final=False, requested_at=time.time())
-            state.pop("lightcurves_run", None)
-            await asyncio.to_thread(store.write_state, state)
+            try:
+                if job.no_resume:
+                    await asyncio.to_thread(store.clear)
+                state = store.read_state()
+                state.update(job=job.to_json(), run_id=job.run_id, final=False,
+                             requested_at=time.time())
+                state.pop("lightcurves_run", None)
+                await asyncio.to_thread(store.write_state, state)
+            except (StoreError, OSError) as exc:
+                await self.emit(job, "failed", error=f"cannot use {store.root}: {exc}")
+                raise PermanentError(str(exc)) from exc
             stored = await asyncio.to_thread(store.stored_cadences)
             self._stored[job.job_id] = set(stored)
             stars = await asyncio.to_thread(store.read_stars)
@@ -76,6 +86,40 @@ class AggregatorService(Service):
         self.log.info("job accepted", job=job.job_id, run=job.run_id, already_stored=len(stored))
         self.counters["jobs"] += 1
         await self.bus.publish(JobPlan(job=job, stored_cadences=sorted(stored), stars=stars))
+        self._touch(job)
+        watchdog = self._watchdogs.get(job.job_id)
+        if watchdog is not None:
+            watchdog.cancel()
+        self._watchdogs[job.job_id] = self.spawn(self._watch(job), name=f"watch-{job.job_id}")
+
+    def _touch(self, job: JobSpec) -> None:
+        self._last_progress[job.job_id] = time.monotonic()
+
+    async def _watch(self, job: JobSpec) -> None:
+        """Plan a job again when it makes no progress: transient images lost in a broker
+        restart are fetched again, and a restarted fetcher picks the job up. Anything sent
+        twice is stored idempotently."""
+        timeout = self.settings.stall_timeout_s
+        store = self.store(job)
+        replans = 0
+        while True:
+            await asyncio.sleep(max(0.2, timeout / 4))
+            state = await asyncio.to_thread(store.read_state)
+            if state.get("lightcurves_run") == job.run_id or state.get("run_id") != job.run_id:
+                return
+            if time.monotonic() - self._last_progress.get(job.job_id, 0.0) < timeout:
+                continue
+            if replans >= MAX_REPLANS:
+                await self.emit(job, "failed", error=f"{job.job_id}: no progress after "
+                                f"{replans} attempts of {timeout:.0f} s")
+                return
+            replans += 1
+            self.counters["replans"] += 1
+            stored = sorted(self._stored_set(job, store))
+            self.log.warning("job stalled, planning it again", job=job.job_id, stored=len(stored))
+            stars = await asyncio.to_thread(store.read_stars)
+            await self.bus.publish(JobPlan(job=job, stored_cadences=stored, stars=stars))
+            self._touch(job)
 
     async def on_catalog(self, message: Any, delivery: Delivery) -> None:
         assert isinstance(message, StarCatalog)
@@ -87,7 +131,15 @@ class AggregatorService(Service):
         assert isinstance(message, FFIPhotometry)
         job = message.job
         store = self.store(job)
-        await asyncio.to_thread(store.write_cadence, message.cadence, message.btjd, message.table)
+        try:
+            await asyncio.to_thread(store.write_cadence, message.cadence, message.btjd,
+                                    message.table)
+        except StoreError as exc:
+            # A full or read-only disk: say so once, clearly; the image can be fetched again
+            # by a rerun, so parking the message loses nothing stored.
+            await self.emit(job, "failed", throttle=60.0, error=str(exc))
+            raise PermanentError(str(exc)) from exc
+        self._touch(job)
         stored = self._stored_set(job, store)
         stored.add(message.cadence)
         self.counters["cadences_stored"] += 1
@@ -107,6 +159,7 @@ class AggregatorService(Service):
             state.update(expected=message.expected_cadences, failed=message.failed,
                          final=message.final, run_id=job.run_id)
             await asyncio.to_thread(store.write_state, state)
+        self._touch(job)
         status = self.job_status(job)
         status.update(expected=len(message.expected_cadences), failed=message.failed)
         await self._maybe_complete(job)

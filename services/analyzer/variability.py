@@ -104,6 +104,7 @@ _ODD_EVEN_MIN_FRACTION = 0.03
 _EW_MAX_LS_PERIOD = 0.5  # days: LS period of a contact binary is P_orb / 2 < ~0.5 d
 _EW_MIN_LS_PERIOD = 0.1
 _EW_MAX_FRACTION_BELOW_MID = 0.42
+_EW_MAX_ASYMMETRY = 0.1  # contact binaries' minima are symmetric
 _DSCT_MAX_PERIOD = 0.25
 _EW_MAX_PERIOD = 1.0
 _TRANSIT_MAX_DEPTH = 0.03
@@ -953,12 +954,18 @@ def _score_candidate(
     st = _box_stats(t, y, w, period, duration, t0)
     if st is None or st["n_transits"] < 2 or not st["depth"] > 0:
         return None
-    score = st["box_delta_chi2"] - st["inconsistency"]
+    # The depth-consistency penalty matters for boxes of a few events (pairing the wrong two
+    # eclipses of a long-period binary); with many events, sampling alone (an eclipse a couple
+    # of cadences long) makes event means scatter, and a wrong period loses events anyway.
+    def penalty(stats: Mapping[str, float]) -> float:
+        return stats["inconsistency"] if stats["n_transits"] <= 3 else 0.0
+
+    score = st["box_delta_chi2"] - penalty(st)
     depth2, snr2, t2, d2, keep = _secondary_search(t, y, dy, period, duration, t0)
     if math.isfinite(snr2) and snr2 >= _SECONDARY_SNR:
         st2 = _box_stats(t[keep], y[keep], w[keep], period, d2, t2)
         if st2 is not None and st2["depth"] > 0:
-            score += max(0.0, st2["box_delta_chi2"] - st2["inconsistency"])
+            score += max(0.0, st2["box_delta_chi2"] - penalty(st2))
     return _Candidate(period, duration, t0, float(score), st["depth"] / st["depth_err"])
 
 
@@ -1170,6 +1177,17 @@ def _fraction_below_mid(coef: FloatArray) -> tuple[float, float]:
     return float(np.mean(curve < mid)), float(ph[int(np.argmin(curve))])
 
 
+def _asymmetry(coef: FloatArray) -> float:
+    """RMS of the part of a Fourier model antisymmetric about its minimum, over its RMS."""
+    ph = np.linspace(0.0, 1.0, 1000, endpoint=False)
+    curve = _fourier_curve(coef, ph)
+    i0 = int(np.argmin(curve))
+    mirrored = np.roll(curve[::-1], 2 * i0 + 1)  # curve(2 * phi_min - phi)
+    anti = 0.5 * (curve - mirrored)
+    spread = float(np.std(curve))
+    return float(np.sqrt(np.mean(anti**2)) / spread) if spread > 0 else _NAN
+
+
 def find_period(
     time: ArrayLike,
     flux: ArrayLike,
@@ -1370,8 +1388,9 @@ def find_period(
         not doubled
         and _EW_MIN_LS_PERIOD <= period <= _EW_MAX_LS_PERIOD
         and frac < _EW_MAX_FRACTION_BELOW_MID
+        and _asymmetry(c1) < _EW_MAX_ASYMMETRY
     ):
-        doubled, reason = True, "contact-binary shape (sharp minima)"
+        doubled, reason = True, "contact-binary shape (sharp, symmetric minima)"
     t_ref = float(t[0])
     if doubled:
         period *= 2.0

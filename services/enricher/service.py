@@ -19,13 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tess_ffi.shared.bus import Delivery
-from tess_ffi.shared.config import output_dir
+from tess_ffi.shared.bus import Delivery, PermanentError
+from tess_ffi.shared.config import Settings, output_dir
 from tess_ffi.shared.contracts import Candidate, JobSpec, StarVariability, Topic
 from tess_ffi.shared.runtime import Service
-from tess_ffi.shared.storage import atomic_write_table
+from tess_ffi.shared.storage import StoreError, atomic_write_table
 
 from .catalog import crossmatch
+from .tic import ENRICHMENT_COLUMNS, EnrichmentConfig, enrich_candidates
 
 __all__ = [
     "EnricherService",
@@ -33,6 +34,7 @@ __all__ = [
     "VARIABILITY_COLUMNS",
     "MIN_CANDIDATE_SCORE",
     "reference_catalog",
+    "match_candidates",
 ]
 
 VARIABILITY_COLUMNS = [
@@ -59,19 +61,43 @@ def select_candidates(variability: pd.DataFrame, *, min_score: float = MIN_CANDI
 
 
 def reference_catalog(job: JobSpec) -> tuple[str, pd.DataFrame | None]:
-    """The catalog candidates are matched against: (name, table with id, ra, dec, tmag).
+    """The simulator's own star list for a simulated job (it stands in for the TIC)."""
+    if job.source != "sim":
+        return "none", None
+    from tess_ffi.shared.simulation import SimulatedSector, simulation_config
 
-    A simulated job is matched against the simulator's own star list (it stands in for the
-    TIC); real jobs get the TIC from the catalog module when it is available.
-    """
-    if job.source == "sim":
-        from tess_ffi.shared.simulation import SimulatedSector, simulation_config
+    truth = SimulatedSector(simulation_config(job)).catalog
+    return "sim", pd.DataFrame(
+        {"id": truth["sim_id"], "ra": truth["ra"], "dec": truth["dec"], "tmag": truth["tmag"]}
+    )
 
-        truth = SimulatedSector(simulation_config(job)).catalog
-        return "sim", pd.DataFrame(
-            {"id": truth["sim_id"], "ra": truth["ra"], "dec": truth["dec"], "tmag": truth["tmag"]}
-        )
-    return "none", None
+
+def match_candidates(job: JobSpec, candidates: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, str]:
+    """Cross-match candidates: the simulator's catalog for ``sim`` jobs, else the TIC and VSX
+    (with local catalog files offline or when MAST is down). Returns (table, status)."""
+    name, catalog = reference_catalog(job)
+    if catalog is not None:
+        out = crossmatch(candidates, catalog)
+        out["catalog"] = name
+        return out, name
+    config = EnrichmentConfig(
+        cache_dir=settings.data_dir / "catalog_cache",
+        offline=job.offline or settings.offline,
+        catalog_files=tuple(settings.catalog_files),
+        mast_server=_server_root(job.mast_url),
+        vizier_server=_server_root(job.mast_url),
+    )
+    out, status = enrich_candidates(candidates, config)
+    out["catalog"] = status
+    out["catalog_id"] = out["tic_id"]
+    out["catalog_tmag"] = out["tic_tmag"]
+    out["catalog_sep_arcsec"] = out["tic_sep_arcsec"]
+    return out, status
+
+
+def _server_root(url: str | None) -> str | None:
+    """A mirror's base URL serves the catalogs too (tests point it at their own server)."""
+    return url.rstrip("/") if url else None
 
 
 @dataclass
@@ -145,6 +171,12 @@ class EnricherService(Service):
                 if len(seen) >= n_stars:
                     await self._finalize(job)
                     self._seen.pop(key, None)
+            except StoreError as exc:
+                await self.emit(job, "failed", throttle=60.0, error=str(exc))
+                for waiter in batch.waiters:
+                    if not waiter.done():
+                        waiter.set_exception(PermanentError(str(exc)))
+                return
             except BaseException as exc:
                 for waiter in batch.waiters:
                     if not waiter.done():
@@ -158,11 +190,9 @@ class EnricherService(Service):
         out = self._out(job)
         parts = self._parts(job)
         variability = await asyncio.to_thread(_read_parts, parts)
-        catalog_name, catalog = await asyncio.to_thread(reference_catalog, job)
-        candidates = select_candidates(variability)
-        if catalog is not None:
-            candidates = crossmatch(candidates, catalog)
-        candidates["catalog"] = catalog_name
+        candidates, enrichment = await asyncio.to_thread(
+            match_candidates, job, select_candidates(variability), self.settings
+        )
         cols = [c for c in VARIABILITY_COLUMNS if c in variability.columns]
         extra = [c for c in variability.columns if c not in cols]
         variability = variability[cols + extra]
@@ -171,7 +201,8 @@ class EnricherService(Service):
             out / "variability.parquet",
         )
         cand_cols = ["star_id", "ra", "dec", "tmag", "period", "var_class", "score", "amplitude",
-                     "snr", "catalog", "catalog_id", "catalog_tmag", "catalog_sep_arcsec"]
+                     "snr", "catalog", "catalog_id", "catalog_tmag", "catalog_sep_arcsec",
+                     *ENRICHMENT_COLUMNS]
         candidates = candidates[[c for c in cand_cols if c in candidates.columns]]
         await asyncio.to_thread(
             atomic_write_table, pa.Table.from_pandas(candidates, preserve_index=False),
@@ -184,13 +215,14 @@ class EnricherService(Service):
                     job=job, star_id=int(row.star_id), ra=float(row.ra), dec=float(row.dec),
                     period=float(row.period), var_class=str(row.var_class), score=float(row.score),
                     catalog_id=None if pd.isna(row.catalog_id) else int(row.catalog_id),
-                    catalog_tmag=None if np.isnan(row.catalog_tmag) else float(row.catalog_tmag),
+                    catalog_tmag=None if pd.isna(row.catalog_tmag) else float(row.catalog_tmag),
                 )
             )
         summary = {
             "stars": int(len(variability)),
             "candidates": int(len(candidates)),
             "classes": {str(k): int(v) for k, v in variability["var_class"].value_counts().items()},
+            "enrichment": enrichment,
             "output": str(out),
         }
         self.job_status(job).update(state="completed", **summary)

@@ -189,9 +189,10 @@ def _sigma_clip_rows(
 
     ``values`` is ``(n, m)``; non-finite entries are ignored. Each row is sorted once, so the
     values surviving the clipping of a row are always one contiguous run ``[lo, hi)`` of the
-    sorted row: the median is read off the middle of the run, and an iteration costs two
-    comparisons and two masked sums per element of the rows that are still changing (rows
-    drop out as soon as they converge). Values clipped once stay clipped, as in
+    sorted row: the median is read off the middle of the run, the run's sum and sum of
+    squares are differences of two prefix sums, and the new run ends are found by a
+    vectorised bisection, so an iteration costs O(log m) per row still changing (rows drop
+    out as soon as they converge). Values clipped once stay clipped, as in
     ``astropy.stats.sigma_clip(cenfunc='median', stdfunc='std')``, which this reproduces.
 
     Returns ``median, mean, std, count`` of the clipped rows (float64, float64, float64, int);
@@ -204,55 +205,94 @@ def _sigma_clip_rows(
     ftype = np.float32 if values.dtype == np.float32 else np.float64
     s: np.ndarray = np.where(np.isfinite(values), values, np.inf).astype(ftype, copy=False)
     s.sort(axis=1)  # non-finite values (now +inf) sort to the end
-    cols = np.arange(m, dtype=np.int32)[None, :]
+    return _clip_sorted_rows(s, sigma, maxiters)
+
+
+def _first_at_or_above(
+    flat: np.ndarray, base: np.ndarray, a: np.ndarray, b: np.ndarray, bound: np.ndarray,
+    inclusive: bool,
+) -> np.ndarray:
+    """Per sorted row, the first index ``i`` in ``[a, b)`` whose value is ``>= bound``
+    (``> bound`` when ``inclusive``), or ``b`` when there is none: a vectorised bisection.
+
+    ``flat`` is the row-major flattened array and ``base`` each row's offset into it.
+    """
+    a = a.copy()
+    b = b.copy()
+    while True:
+        open_ = a < b
+        if not open_.any():
+            return a
+        mid = (a + b) >> 1
+        v = flat[base + np.minimum(mid, np.maximum(b - 1, 0))]
+        right = (v <= bound) if inclusive else (v < bound)
+        right &= open_
+        a = np.where(right, mid + 1, a)
+        b = np.where(open_ & ~right, mid, b)
+
+
+def _clip_sorted_rows(
+    s: np.ndarray, sigma: float, maxiters: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_sigma_clip_rows` on rows already sorted, with every non-finite value replaced
+    by ``+inf`` (so it sits at the end of its row). ``s`` is float32 or float64."""
+    n, m = s.shape
+    ftype = s.dtype.type
+    rows = np.arange(n)
     lo = np.zeros(n, dtype=np.intp)
     hi = np.count_nonzero(s < np.inf, axis=1).astype(np.intp)
 
-    def median_of(rows: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> np.ndarray:
+    def median_of(r: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> np.ndarray:
         cnt = hi_ - lo_
         i0 = np.clip(lo_ + (cnt - 1) // 2, 0, m - 1)
         i1 = np.clip(lo_ + cnt // 2, 0, m - 1)
-        med = 0.5 * (s[rows, i0].astype(np.float64) + s[rows, i1])
+        med = 0.5 * (s[r, i0].astype(np.float64) + s[r, i1])
         return np.where(cnt > 0, med, np.nan)
 
-    all_rows = np.arange(n)
-    med = median_of(all_rows, lo, hi)
-    # Values relative to the first median keep the one-pass variance well conditioned.
+    med = median_of(rows, lo, hi)
+    # Values relative to the first median keep the one-pass variance well conditioned. Their
+    # prefix sums (and of their squares) along each row are accumulated in float64, one
+    # column at a time across all rows; entries past a row's finite part are never read.
     shift = np.nan_to_num(med).astype(ftype)
-    d = np.where(cols < hi[:, None], s - shift[:, None], ftype(0.0))
-    d2 = d * d
+    cols_first = np.ascontiguousarray(s.T)
+    p1 = np.empty((m + 1, n))
+    p2 = np.empty((m + 1, n))
+    p1[0] = 0.0
+    p2[0] = 0.0
+    d = np.empty(n, dtype=ftype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for j in range(m):
+            np.subtract(cols_first[j], shift, out=d)
+            np.add(p1[j], d, out=p1[j + 1])
+            np.multiply(d, d, out=d)
+            np.add(p2[j], d, out=p2[j + 1])
+    del cols_first, d
 
-    def moments(
-        rows: np.ndarray, lo_: np.ndarray, hi_: np.ndarray, full: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def moments(r: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cnt = hi_ - lo_
-        if full:  # the run is the whole finite part, and d is zero beyond it
-            s1 = d.sum(axis=1, dtype=np.float64)
-            s2 = d2.sum(axis=1, dtype=np.float64)
-        else:
-            run: np.ndarray = (cols >= lo_[:, None].astype(np.int32)) & (cols < hi_[:, None])
-            run = run.astype(ftype)
-            s1 = np.einsum("ij,ij->i", d[rows], run).astype(np.float64)
-            s2 = np.einsum("ij,ij->i", d2[rows], run).astype(np.float64)
+        s1 = p1[hi_, r] - p1[lo_, r]
+        s2 = p2[hi_, r] - p2[lo_, r]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1 / cnt
             std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
         return mean, std
 
-    mean, std = moments(all_rows, lo, hi, True)
+    mean, std = moments(rows, lo, hi)
+    flat = s.reshape(-1)
     lower_b = np.full(n, -np.inf)
     upper_b = np.full(n, np.inf)
-    active = all_rows
+    active = rows
     for _ in range(maxiters):
         if active.size == 0:
             break
         # Cumulative bounds: the kept set is the intersection of all clipping intervals.
         new_lower = np.maximum(lower_b[active], med[active] - sigma * std[active])
         new_upper = np.minimum(upper_b[active], med[active] + sigma * std[active])
-        sa = s[active] if active.size < n else s
         a_lo, a_hi = lo[active], hi[active]
-        new_lo = np.maximum(a_lo, np.count_nonzero(sa < new_lower[:, None].astype(ftype), axis=1))
-        new_hi = np.minimum(a_hi, np.count_nonzero(sa <= new_upper[:, None].astype(ftype), axis=1))
+        base = active * m
+        # The new run is [#values < lower, #values <= upper), intersected with the old one.
+        new_lo = _first_at_or_above(flat, base, a_lo, a_hi, new_lower.astype(ftype), False)
+        new_hi = _first_at_or_above(flat, base, a_lo, a_hi, new_upper.astype(ftype), True)
         changed = ((new_lo != a_lo) | (new_hi != a_hi)) & ((new_hi - new_lo) >= 1)
         active = active[changed]
         if active.size == 0:
@@ -262,7 +302,7 @@ def _sigma_clip_rows(
         lo[active] = new_lo[changed]
         hi[active] = new_hi[changed]
         med[active] = median_of(active, lo[active], hi[active])
-        mean[active], std[active] = moments(active, lo[active], hi[active], False)
+        mean[active], std[active] = moments(active, lo[active], hi[active])
     cnt = hi - lo
     return med, np.where(cnt > 0, mean + shift, np.nan), np.where(cnt > 0, std, np.nan), cnt
 
@@ -765,18 +805,40 @@ def build_aperture_weights(
     wts = np.where(ap_in & ~outside[:, None], wts, 0.0).astype(np.float32)
     ap_mask = wts > 0
 
-    # Annulus: pixel centres with inner <= d < outer, compacted to a fixed width.
+    # Annulus: pixel centres with inner <= d < outer, compacted to a fixed width: each row
+    # holds its star's annulus pixels in stamp (row-major) order, then padding (mask False,
+    # pointing at the star's own pixel). Compaction is one boolean selection in which every
+    # row has exactly ``width`` selected entries: its annulus cells, then enough padding.
     ahalf = int(math.ceil(r_out))
+    asize = 2 * ahalf + 1
+    n = xa.size
     k = np.arange(-ahalf, ahalf + 1, dtype=np.float64)
     ddx = (ic - xs)[:, None] + k  # (n, A): pixel-centre offsets from the star
     ddy = (ir - ys)[:, None] + k
     d2 = ddy[:, :, None] ** 2 + ddx[:, None, :] ** 2
-    in_ann = ((d2 >= r_in * r_in) & (d2 < r_out * r_out)).reshape(xa.size, k.size * k.size)
-    ann_index_full, ann_sci = _stamp_indices(ic, ir, ahalf, shp, box)
-    width = int(in_ann.sum(axis=1).max()) if xa.size else 0
-    order = np.argsort(~in_ann, axis=1, kind="stable")[:, :width]
-    ann_index = np.take_along_axis(ann_index_full, order, axis=1)
-    ann_mask = np.take_along_axis(in_ann & ann_sci, order, axis=1) & ~outside[:, None]
+    in_ann = ((d2 >= r_in * r_in) & (d2 < r_out * r_out)).reshape(n, asize * asize)
+    del d2
+    counts = np.count_nonzero(in_ann, axis=1)
+    width = int(counts.max()) if n else 0
+    select = np.concatenate([in_ann, np.arange(width)[None, :] >= counts[:, None]], axis=1)
+    centre = (np.clip(ir, 0, shp[0] - 1) * shp[1] + np.clip(ic, 0, shp[1] - 1)).astype(np.intp)
+    ki = np.arange(-ahalf, ahalf + 1, dtype=np.intp)
+    cell_offset = (ki[:, None] * shp[1] + ki[None, :]).reshape(-1)
+    full_index = np.empty((n, asize * asize + width), dtype=np.intp)
+    np.add(centre[:, None], cell_offset[None, :], out=full_index[:, : asize * asize])
+    full_index[:, asize * asize :] = centre[:, None]
+    full_mask = np.zeros((n, asize * asize + width), dtype=bool)
+    full_mask[:, : asize * asize] = in_ann
+    # Stamps not wholly inside the science area (and stars outside it): clipped indices and
+    # the in-science-area test, as for the aperture.
+    near = (ic - ahalf < c0) | (ic + ahalf >= c1) | (ir - ahalf < r0) | (ir + ahalf >= r1) | outside
+    if near.any():
+        idx_near, sci_near = _stamp_indices(ic[near], ir[near], ahalf, shp, box)
+        full_index[near, : asize * asize] = idx_near
+        full_mask[near, : asize * asize] &= sci_near & ~outside[near][:, None]
+    ann_index = full_index[select].reshape(n, width)
+    ann_mask = full_mask[select].reshape(n, width)
+    del full_index, full_mask, select
 
     return ApertureWeights(
         shape=shp,
@@ -1009,10 +1071,16 @@ def forced_aperture_photometry(
     ap_sum = np.einsum("ij,ij->i", w, ap_used)
     saturated = np.any(weights.ap_mask & (ap >= sat), axis=1)
 
-    # Annulus: gather, mask, clip.
+    # Annulus: gather; pixels outside the annulus (padding, off the science area) or not
+    # finite become +inf, which sorts to the end of each row; sort each row once and clip.
     ann = np.take(flat, weights.ann_index, mode="clip").astype(np.float32, copy=False)
-    ann = np.where(weights.ann_mask, ann, np.float32(np.nan))
-    med, _mean, std, n_used = _sigma_clip_rows(ann, sigma_clip, int(maxiters))
+    usable = np.isfinite(ann)
+    usable &= weights.ann_mask
+    ann = np.where(usable, ann, np.float32(np.inf))
+    del usable
+    ann.sort(axis=1)
+    med, _mean, std, n_used = _clip_sorted_rows(ann, sigma_clip, int(maxiters))
+    del ann
     enough = n_used >= _MIN_ANNULUS_PIXELS
     bkg = np.where(enough, med, np.nan).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -8,6 +8,7 @@ share the image queue and give the same results as one.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,58 @@ from tess_ffi.shared.fits_io import FITSError, header_wcs
 from tess_ffi.shared.quality import SATURATION_E_S, TESS_DQUALITY_MASK
 from tess_ffi.shared.runtime import Service
 
-from .photometry import detect_stars, forced_aperture_photometry
+from .photometry import (
+    ApertureWeights,
+    build_aperture_weights,
+    detect_stars,
+    forced_aperture_photometry,
+)
 
-__all__ = ["PhotometerService", "build_star_catalog", "measure_ffi", "TESS_ZERO_POINT"]
+__all__ = [
+    "PhotometerService",
+    "build_star_catalog",
+    "measure_ffi",
+    "TESS_ZERO_POINT",
+    "WEIGHTS_REUSE_PX",
+]
 
 #: e-/s of a Tmag = 10 star (Vanderspek et al. 2018): tmag = 10 - 2.5 log10(flux / 15000).
 TESS_ZERO_POINT = 15000.0
+#: Aperture weights built for one frame are reused on the next while no star has moved by
+#: this much (px) in x or y. An aperture centred on a star gains and loses flux only to second
+#: order in its offset, so a 0.01-px move changes the flux by far less than its noise; the
+#: positions reported are those the apertures were placed at.
+WEIGHTS_REUSE_PX = 0.01
+#: Weights kept per process (one per star list being measured, most recent first).
+_WEIGHTS_CACHE_SIZE = 2
+_weights_cache: list[ApertureWeights] = []
+_weights_lock = threading.Lock()
+
+
+def _aperture_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> ApertureWeights:
+    """Weights for stars at ``x, y`` on frames of ``shape``: a cached set when every star is
+    within :data:`WEIGHTS_REUSE_PX` of where it was built for, else a new one (then cached)."""
+    with _weights_lock:
+        cached = list(_weights_cache)
+    for w in cached:
+        if (
+            w.shape == shape
+            and w.n_stars == x.size
+            and (x.size == 0 or (
+                float(np.max(np.abs(w.x - x))) < WEIGHTS_REUSE_PX
+                and float(np.max(np.abs(w.y - y))) < WEIGHTS_REUSE_PX
+            ))
+        ):  # fmt: skip
+            with _weights_lock:
+                if w in _weights_cache:
+                    _weights_cache.remove(w)
+                _weights_cache.insert(0, w)
+            return w
+    w = build_aperture_weights(x, y, shape=shape)
+    with _weights_lock:
+        _weights_cache.insert(0, w)
+        del _weights_cache[_WEIGHTS_CACHE_SIZE:]
+    return w
 
 
 def build_star_catalog(image: np.ndarray, header: str, *, max_stars: int | None = None) -> pa.Table:
@@ -70,8 +117,13 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
     # A star the WCS cannot place is measured nowhere: far off-chip, so it is flagged OUTSIDE.
     lost = ~(np.isfinite(x) & np.isfinite(y))
     x[lost], y[lost] = -1e4, -1e4
+    image = message.image
+    weights = None
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        weights = _aperture_weights(x, y, (int(image.shape[0]), int(image.shape[1])))
+        x, y = weights.x, weights.y
     result = forced_aperture_photometry(
-        message.image, x, y, uncertainty=message.uncertainty,
+        image, x, y, uncertainty=message.uncertainty, weights=weights,
         saturation_level=0.98 * SATURATION_E_S,
     )
     table = photometry_table(
