@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -557,7 +558,12 @@ class RabbitBus(Bus):
             except aiormq.exceptions.DeliveryError:
                 # Nack: a bounded queue is full. Wait for consumers: this is the backpressure.
                 self.backpressure_waits += 1
-            except (ConnectionError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (
+                ConnectionError,
+                aiormq.exceptions.AMQPError,
+                aiormq.exceptions.ChannelInvalidStateError,
+                asyncio.TimeoutError,
+            ) as exc:
                 # Connection lost before the confirm: the robust connection is reconnecting;
                 # send again once it is back (at-least-once, consumers are idempotent).
                 self.republished += 1
@@ -597,7 +603,11 @@ class RabbitBus(Bus):
         sub.channel = await self._connection.channel(publisher_confirms=True)
         await sub.channel.set_qos(prefetch_count=max(1, prefetch))
         if group is None:
-            queue = await sub.channel.declare_queue(exclusive=True, auto_delete=True)
+            # Named, not server-named: a robust channel re-declares it after a reconnect,
+            # and the broker refuses to declare its own "amq.gen-" names.
+            queue = await sub.channel.declare_queue(
+                f"{self.namespace}.listener.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+            )
             exchange = await sub.channel.get_exchange(self.namespace)
             await queue.bind(exchange, routing_key=topic.value)
         else:

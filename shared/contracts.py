@@ -108,7 +108,9 @@ ROUTES: dict[Topic, Route] = {
     Topic.JOBS: Route(Topic.JOBS, ("aggregator",)),
     Topic.PLANS: Route(Topic.PLANS, ("fetcher",)),
     Topic.REFERENCE: Route(Topic.REFERENCE, ("photometer",), persistent=False, max_length=4),
-    Topic.CATALOGS: Route(Topic.CATALOGS, ("aggregator", "fetcher")),
+    # Fetchers also listen, each on a private queue: the one waiting for this job's star list
+    # must get it, whichever of several fetchers that is.
+    Topic.CATALOGS: Route(Topic.CATALOGS, ("aggregator",)),
     Topic.FFI: Route(Topic.FFI, ("photometer",), persistent=False, max_length=8),
     Topic.PHOTOMETRY: Route(Topic.PHOTOMETRY, ("aggregator",)),
     Topic.MANIFESTS: Route(Topic.MANIFESTS, ("aggregator",)),

@@ -61,9 +61,13 @@ class Service(ABC):
     async def start(self) -> None:
         """Subscribe to this service's topics."""
 
-    async def subscribe(self, topic: Topic, handler: Any, *, prefetch: int | None = None) -> None:
+    async def subscribe(
+        self, topic: Topic, handler: Any, *, prefetch: int | None = None, private: bool = False
+    ) -> None:
+        """Consume ``topic`` in this service's group, or on a private queue of this instance."""
         sub = await self.bus.subscribe(
-            topic, self.name, handler, prefetch=prefetch or self.settings.prefetch
+            topic, None if private else self.name, handler,
+            prefetch=prefetch or self.settings.prefetch,
         )
         self._subscriptions.append(sub)
 

@@ -116,7 +116,7 @@ def phase_folded_svg(
     px = left + (x - x_lo) / ((x_hi - x_lo) or 1.0) * pw
     py = top + (1.0 - (np.clip(f, y_lo, y_hi) - y_lo) / (y_hi - y_lo)) * ph
     step = max(1, math.ceil(len(px) / MAX_POINTS))
-    dots = "".join(f"M{a:.1f} {b:.1f}h0" for a, b in zip(px[::step], py[::step]))
+    dots = "".join(f"M{a:.1f} {b:.1f}h0" for a, b in zip(px[::step], py[::step], strict=True))
     drawn = math.ceil(len(px) / step)
     dot = 4.0 if drawn < 150 else 3.0 if drawn < 600 else 2.2
     parts.append(f'<path class="pts" stroke-width="{dot}" d="{dots}"/>')
@@ -311,7 +311,8 @@ INDEX_HTML = r"""<!doctype html>
   .dim { color:var(--dim); font-weight:normal; font-size:12px; }
   .pill { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px;
           background:#e8ecf4; margin-right:4px; }
-  .pill.ok { background:#dcf3e5; color:var(--ok); } .pill.bad { background:#fbe3e1; color:var(--bad); }
+  .pill.ok { background:#dcf3e5; color:var(--ok); }
+  .pill.bad { background:#fbe3e1; color:var(--bad); }
   .bar { width:110px; height:10px; background:#e8ecf4; border-radius:5px; overflow:hidden;
          display:inline-block; vertical-align:middle; }
   .bar > span { display:block; height:100%; background:var(--accent); }
@@ -370,9 +371,8 @@ const POLL_MS = 2000, CANDIDATES_MS = 10000;
 const history = {};            // job id -> [[time s, done]], for rate and ETA
 let lastCandidates = 0, lastCompleted = "";
 
-function esc(v) {
-  return String(v).replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
-}
+const ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+function esc(v) { return String(v).replace(/[&<>"']/g, c => ENTITIES[c]); }
 function num(v) { return (v === undefined || v === null || v === "") ? "–" : esc(v); }
 function duration(s) {
   if (!isFinite(s) || s < 0) return "–";
@@ -436,14 +436,19 @@ function renderJobs(status) {
       eta = left <= 0 ? 0 : (rate > 0 ? left / rate : NaN);
     }
     const frac = expected ? Math.min(1, ((done || 0) + failed) / expected) : 0;
-    const states = Object.entries(j.states).map(([s, st]) =>
-      `<span class="pill ${st === "completed" ? "ok" : (st === "failed" ? "bad" : "")}">${esc(s)}: ${esc(st)}</span>`).join("");
-    rows.push(`<tr data-job="${esc(j.id)}"><td><b>${esc(j.id)}</b><br><span class="dim">run ${esc(j.run_id || "")}</span></td>` +
-      `<td class="states">${states}${j.error ? ` <span class="bad">${esc(j.error)}</span>` : ""}</td>` +
+    const states = Object.entries(j.states).map(([s, st]) => {
+      const cls = st === "completed" ? "ok" : (st === "failed" ? "bad" : "");
+      return `<span class="pill ${cls}">${esc(s)}: ${esc(st)}</span>`;
+    }).join("");
+    const error = j.error ? ` <span class="bad">${esc(j.error)}</span>` : "";
+    rows.push(`<tr data-job="${esc(j.id)}"><td><b>${esc(j.id)}</b><br>` +
+      `<span class="dim">run ${esc(j.run_id || "")}</span></td>` +
+      `<td class="states">${states}${error}</td>` +
       `<td><span class="bar"><span style="width:${(100 * frac).toFixed(1)}%"></span></span> ` +
       `<span class="dim">${(100 * frac).toFixed(0)}%</span></td>` +
       `<td class="num">${num(j.expected)}</td><td class="num fetched">${num(j.fetched)}</td>` +
-      `<td class="num measured">${num(j.measured)}</td><td class="num stored">${num(j.stored)}</td>` +
+      `<td class="num measured">${num(j.measured)}</td>` +
+      `<td class="num stored">${num(j.stored)}</td>` +
       `<td class="num ${failed ? "bad" : ""}">${failed}</td><td class="num">${num(j.stars)}</td>` +
       `<td class="num">${num(j.analyzed ?? j.results)}</td>` +
       `<td class="num">${rate > 0 ? rate.toFixed(2) + " FFI/s" : "–"}</td>` +
@@ -466,10 +471,12 @@ function renderJobs(status) {
 
 function renderServices(status) {
   const rows = Object.entries(status.services || {}).map(([name, s]) => {
-    const counters = Object.entries(s.counters || {}).map(([k, v]) => `${esc(k)} ${esc(v)}`).join(", ");
+    const counters = Object.entries(s.counters || {})
+      .map(([k, v]) => `${esc(k)} ${esc(v)}`).join(", ");
     return `<tr><td>${esc(name)}</td><td><span class="pill ${s.ready ? "ok" : "bad"}">` +
       `${s.ready ? "ready" : "not ready"}</span></td><td class="num">${num(s.busy)}</td>` +
-      `<td class="num">${duration(s.uptime_s)}</td><td class="dim" style="white-space:normal">${counters}</td></tr>`;
+      `<td class="num">${duration(s.uptime_s)}</td>` +
+      `<td class="dim" style="white-space:normal">${counters}</td></tr>`;
   });
   document.querySelector("#services tbody").innerHTML = rows.join("");
   const queues = Object.entries(status.queues || {}).sort();
@@ -500,7 +507,8 @@ async function poll() {
     renderServices(status);
     const running = jobs.filter(j => !j.completed).length;
     document.getElementById("summary").textContent =
-      `${Object.keys(status.services || {}).join(", ")} · ${jobs.length} job(s), ${running} running`;
+      `${Object.keys(status.services || {}).join(", ")} · ` +
+      `${jobs.length} job(s), ${running} running`;
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     if (Date.now() - lastCandidates > CANDIDATES_MS) await refreshCandidates();
   } catch (e) {

@@ -68,20 +68,20 @@ async def test_roundtrip_keeps_the_message(bus: Bus) -> None:
     assert delivery.attempt == 1 and not delivery.redelivered
 
 
-async def test_every_group_gets_a_copy(bus: Bus) -> None:
-    assert ROUTES[Topic.CATALOGS].groups == ("aggregator", "fetcher")
-    seen: dict[str, int] = {"aggregator": 0, "fetcher": 0}
+async def test_the_group_and_every_private_listener_get_a_copy(bus: Bus) -> None:
+    seen: dict[str, int] = {"aggregator": 0, "listener-1": 0, "listener-2": 0}
 
-    def counter(group: str) -> Any:
+    def counter(name: str) -> Any:
         async def handler(msg: Any, delivery: Delivery) -> None:
-            seen[group] += 1
+            seen[name] += 1
         return handler
 
-    for group in seen:
-        await bus.subscribe(Topic.CATALOGS, group, counter(group))
+    await bus.subscribe(Topic.CATALOGS, "aggregator", counter("aggregator"))
+    await bus.subscribe(Topic.CATALOGS, None, counter("listener-1"))
+    await bus.subscribe(Topic.CATALOGS, None, counter("listener-2"))
     for _ in range(3):
         await bus.publish(catalog())
-    await wait_for(lambda: seen == {"aggregator": 3, "fetcher": 3})
+    await wait_for(lambda: seen == {"aggregator": 3, "listener-1": 3, "listener-2": 3})
 
 
 async def test_consumers_in_a_group_share_the_work(bus: Bus) -> None:

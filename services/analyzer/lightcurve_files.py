@@ -284,10 +284,10 @@ def aperture_photometry(
     Examples
     --------
     >>> cube = np.full((3, 6, 6), 100.0)
-    >>> cube[:, 1, 4] += 500.0
-    >>> res = aperture_photometry(cube, center=(1, 4))
-    >>> res.flux.tolist(), int(res.aperture.sum())
-    ([500.0, 500.0, 500.0], 6)
+    >>> cube[:, 0, 5] += 500.0
+    >>> res = aperture_photometry(cube, center=(0, 5))  # a corner: the box is clipped
+    >>> res.flux.tolist(), int(res.aperture.sum()), res.background.tolist()
+    ([500.0, 500.0, 500.0], 4, [100.0, 100.0, 100.0])
     """
     cube = np.asarray(flux, dtype=np.float64)
     if cube.ndim != 3 or cube.shape[0] == 0 or min(cube.shape[1:]) == 0:
@@ -374,7 +374,9 @@ def aperture_photometry(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_spoc_like(path: Path, hdul: fits.HDUList, fmt: str, flux_column: str | None) -> LightCurve:
+def _read_spoc_like(
+    path: Path, hdul: fits.HDUList, fmt: str, flux_column: str | None
+) -> LightCurve:
     hdu = hdul[1]
     data = hdu.data
     names = {n.lower(): n for n in data.columns.names}
@@ -434,12 +436,23 @@ def _read_tglc(path: Path, hdul: fits.HDUList, flux_column: str | None, pixels: 
             ap, flux = phot.aperture, phot.flux
         err = _p2p_error(flux, ~bad)
         return _finish(
-            path, "tglc", headers, time, flux, err, quality,
-            flux_column="PRIMARY[3x3]", aperture=ap,
+            path,
+            "tglc",
+            headers,
+            time,
+            flux,
+            err,
+            quality,
+            flux_column="PRIMARY[3x3]",
+            aperture=ap,
         )
     choices = [flux_column] if flux_column else ["cal_aper_flux", "cal_psf_flux"]
-    header_err = {"cal_aper_flux": "CAPE_ERR", "cal_psf_flux": "CPSF_ERR",
-                  "aperture_flux": "APER_ERR", "psf_flux": "PSF_ERR"}
+    header_err = {
+        "cal_aper_flux": "CAPE_ERR",
+        "cal_psf_flux": "CPSF_ERR",
+        "aperture_flux": "APER_ERR",
+        "psf_flux": "PSF_ERR",
+    }
     for name in choices:
         flux = _column(data, names, name)
         if flux is not None and np.isfinite(flux).any():
@@ -500,9 +513,17 @@ def _read_pixels(path: Path, hdul: fits.HDUList, fmt: str) -> LightCurve:
     phot = aperture_photometry(cube, err_cube, good=good, subtract_background=not subtracted)
     quality = np.where(np.isfinite(phot.flux) | (quality != 0), quality, quality | _EXCLUDE)
     return _finish(
-        path, fmt, headers, time, phot.flux, phot.flux_err, quality.astype(np.int64),
-        flux_column="FLUX[aperture]", aperture=phot.aperture,
-        background_pixels=phot.background_pixels, background_subtracted=not subtracted,
+        path,
+        fmt,
+        headers,
+        time,
+        phot.flux,
+        phot.flux_err,
+        quality.astype(np.int64),
+        flux_column="FLUX[aperture]",
+        aperture=phot.aperture,
+        background_pixels=phot.background_pixels,
+        background_subtracted=not subtracted,
     )
 
 
@@ -515,8 +536,10 @@ def _detect(path: Path, hdul: fits.HDUList) -> str:
     origin = str(primary.get("ORIGIN", "") or header.get("ORIGIN", "")).upper()
     creator = str(primary.get("CREATOR", "")).lower()
     lname = path.name.lower()
-    if "flux" in names and "time" in names and (
-        str(header.get("EXTNAME", "")).upper() == "PIXELS" or "raw_cnts" in names
+    if (
+        "flux" in names
+        and "time" in names
+        and (str(header.get("EXTNAME", "")).upper() == "PIXELS" or "raw_cnts" in names)
     ):
         if "astrocut" in lname or "astrocut" in creator or "STSCI" in origin:
             return "tesscut"
@@ -579,7 +602,6 @@ def read_lightcurve(
         warnings.simplefilter("always")
         try:
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                hdul.verify("silentfix")
                 fmt = _detect(path, hdul)
                 if fmt in ("spoc", "tess-spoc"):
                     lc = _read_spoc_like(path, hdul, fmt, flux_column)
@@ -593,8 +615,18 @@ def read_lightcurve(
             if str(exc).startswith(f"{path.name}:"):
                 raise
             raise _fail(path, f"corrupt or truncated FITS file ({exc})") from None
-        except (OSError, TypeError, IndexError, KeyError, EOFError, AttributeError) as exc:
-            raise _fail(path, f"corrupt or truncated FITS file ({type(exc).__name__}: {exc})") from None
+        except (
+            OSError,
+            TypeError,
+            IndexError,
+            KeyError,
+            EOFError,
+            AttributeError,
+            fits.VerifyError,
+        ) as exc:
+            raise _fail(
+                path, f"corrupt or truncated FITS file ({type(exc).__name__}: {exc})"
+            ) from None
     for w in caught:
         if "truncated" in str(w.message).lower():
             raise _fail(path, f"truncated FITS file ({w.message})")

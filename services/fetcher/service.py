@@ -61,7 +61,7 @@ class FetcherService(Service):
 
     async def start(self) -> None:
         await self.subscribe(Topic.PLANS, self.on_plan, prefetch=1)
-        await self.subscribe(Topic.CATALOGS, self.on_catalog, prefetch=4)
+        await self.subscribe(Topic.CATALOGS, self.on_catalog, prefetch=4, private=True)
 
     async def on_catalog(self, message: Any, delivery: Delivery) -> None:
         assert isinstance(message, StarCatalog)

@@ -208,27 +208,32 @@ def _sigma_clip_rows(
     return _clip_sorted_rows(s, sigma, maxiters)
 
 
-def _first_at_or_above(
-    flat: np.ndarray, base: np.ndarray, a: np.ndarray, b: np.ndarray, bound: np.ndarray,
-    inclusive: bool,
-) -> np.ndarray:
-    """Per sorted row, the first index ``i`` in ``[a, b)`` whose value is ``>= bound``
-    (``> bound`` when ``inclusive``), or ``b`` when there is none: a vectorised bisection.
+def _run_ends(
+    flat: np.ndarray, base: np.ndarray, m: int, lo: np.ndarray, hi: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted rows of length ``m`` whose kept run is ``[lo, hi)``, the run the bounds
+    keep: the number of values ``< lower`` and ``<= upper``, each clipped to ``[lo, hi]``.
 
-    ``flat`` is the row-major flattened array and ``base`` each row's offset into it.
+    Both ends are found together by a branch-free binary search (a fixed number of steps,
+    each a handful of vectorised operations). ``flat`` is the row-major flattened array,
+    ``base`` each row's offset into it; ``lower`` and ``upper`` have its dtype.
     """
-    a = a.copy()
-    b = b.copy()
-    while True:
-        open_ = a < b
-        if not open_.any():
-            return a
-        mid = (a + b) >> 1
-        v = flat[base + np.minimum(mid, np.maximum(b - 1, 0))]
-        right = (v <= bound) if inclusive else (v < bound)
-        right &= open_
-        a = np.where(right, mid + 1, a)
-        b = np.where(open_ & ~right, mid, b)
+    k = lo.size
+    # v <= upper  <=>  v < nextafter(upper, +inf) for floats of the same dtype.
+    bound = np.concatenate([lower, np.nextafter(upper, upper.dtype.type(np.inf))])
+    pos = np.concatenate([lo, lo])
+    end = np.concatenate([hi, hi])
+    offset = np.concatenate([base, base]) - 1
+    step = 1 << max(int(m).bit_length() - 1, 0)
+    while step:
+        cand = pos + step  # every value in [lo, cand) below the bound?
+        v = flat[offset + np.minimum(cand, m)]
+        take = v < bound
+        take &= cand <= end
+        pos = np.where(take, cand, pos)
+        step >>= 1
+    return pos[:k], pos[k:]
 
 
 def _clip_sorted_rows(
@@ -289,10 +294,10 @@ def _clip_sorted_rows(
         new_lower = np.maximum(lower_b[active], med[active] - sigma * std[active])
         new_upper = np.minimum(upper_b[active], med[active] + sigma * std[active])
         a_lo, a_hi = lo[active], hi[active]
-        base = active * m
         # The new run is [#values < lower, #values <= upper), intersected with the old one.
-        new_lo = _first_at_or_above(flat, base, a_lo, a_hi, new_lower.astype(ftype), False)
-        new_hi = _first_at_or_above(flat, base, a_lo, a_hi, new_upper.astype(ftype), True)
+        new_lo, new_hi = _run_ends(
+            flat, active * m, m, a_lo, a_hi, new_lower.astype(ftype), new_upper.astype(ftype)
+        )
         changed = ((new_lo != a_lo) | (new_hi != a_hi)) & ((new_hi - new_lo) >= 1)
         active = active[changed]
         if active.size == 0:
@@ -1074,11 +1079,14 @@ def forced_aperture_photometry(
     # Annulus: gather; pixels outside the annulus (padding, off the science area) or not
     # finite become +inf, which sorts to the end of each row; sort each row once and clip.
     ann = np.take(flat, weights.ann_index, mode="clip").astype(np.float32, copy=False)
-    usable = np.isfinite(ann)
-    usable &= weights.ann_mask
-    ann = np.where(usable, ann, np.float32(np.inf))
-    del usable
-    ann.sort(axis=1)
+    np.copyto(ann, np.float32(np.inf), where=~weights.ann_mask)
+    ann.sort(axis=1)  # NaN sorts after +inf, so it is past the finite run as well
+    if ann.shape[1] and np.isneginf(ann[:, 0]).any():  # -inf pixels (sorted first): +inf too
+        bad = np.flatnonzero(np.isneginf(ann[:, 0]))
+        rows = ann[bad]
+        rows[np.isneginf(rows)] = np.inf
+        rows.sort(axis=1)
+        ann[bad] = rows
     med, _mean, std, n_used = _clip_sorted_rows(ann, sigma_clip, int(maxiters))
     del ann
     enough = n_used >= _MIN_ANNULUS_PIXELS

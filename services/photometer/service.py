@@ -8,6 +8,7 @@ share the image queue and give the same results as one.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Any
 
@@ -82,6 +83,54 @@ def _aperture_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> A
     return w
 
 
+#: Header keywords that can define a celestial WCS (FITS WCS papers I-II with wcslib's
+#: relaxations, SIP, TPV/TPD and distortion-paper cards, alternate descriptions 'a'); star
+#: positions are recomputed only when one of these cards changes between frames.
+_WCS_CARD = re.compile(
+    r"(WCSAXES|WCSNAME|CTYPE|CUNIT|CRVAL|CRPIX|CDELT|CROTA|CD\d|PC\d|PV\d|PS\d|PROJP|"
+    r"LONPOLE|LONGPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|A_|B_|AP_|BP_|CPDIS|CQDIS|"
+    r"CPERR|CQERR|DP\d|DQ\d|D2IM|NAXIS|VELREF|VSOURCE|RESTFRQ|RESTFREQ|RESTWAV|SPECSYS|"
+    r"CNAME|CRDER|CSYER|OBSGEO|CONTINUE)"
+)
+_positions_cache: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+_positions_lock = threading.Lock()
+
+
+def _wcs_cards(header: str) -> str | None:
+    """The header's WCS-defining cards, concatenated (None if it is not plain 80-char cards)."""
+    if len(header) % 80:
+        return None
+    return "".join(
+        card for card in (header[i : i + 80] for i in range(0, len(header), 80))
+        if _WCS_CARD.match(card)
+    )
+
+
+def _star_positions(
+    header: Any, header_text: str, ra: np.ndarray, dec: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """0-based ``x, y`` of stars at ``ra, dec`` by the header's WCS (stars it cannot place get
+    -1e4, far off-chip). Reused while the WCS cards and the star list are unchanged."""
+    key = _wcs_cards(header_text)
+    if key is not None:
+        with _positions_lock:
+            cached = list(_positions_cache)
+        for k, ra_c, dec_c, x_c, y_c in cached:
+            if k == key and np.array_equal(ra_c, ra) and np.array_equal(dec_c, dec):
+                return x_c, y_c
+    wcs = header_wcs(header, name=name)
+    x, y = (np.array(v, dtype=np.float64) for v in wcs.all_world2pix(ra, dec, 0))
+    lost = ~(np.isfinite(x) & np.isfinite(y))
+    x[lost], y[lost] = -1e4, -1e4
+    if key is not None:
+        for arr in (x, y):
+            arr.setflags(write=False)
+        with _positions_lock:
+            _positions_cache.insert(0, (key, ra.copy(), dec.copy(), x, y))
+            del _positions_cache[_WEIGHTS_CACHE_SIZE:]
+    return x, y
+
+
 def build_star_catalog(image: np.ndarray, header: str, *, max_stars: int | None = None) -> pa.Table:
     """Detect stars on a reference image and give them stable ids and sky positions."""
     wcs = header_wcs(header, name="reference")
@@ -109,14 +158,11 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
     except KeyError as exc:
         raise FITSError(f"{message.filename}: missing header key {exc.args[0]}") from None
     dquality = int(header.get("DQUALITY", 0)) & TESS_DQUALITY_MASK
-    wcs = header_wcs(header, name=message.filename)
     stars = message.stars
     ra = stars.column("ra").to_numpy()
     dec = stars.column("dec").to_numpy()
-    x, y = (np.asarray(v, dtype=np.float64) for v in wcs.all_world2pix(ra, dec, 0))
     # A star the WCS cannot place is measured nowhere: far off-chip, so it is flagged OUTSIDE.
-    lost = ~(np.isfinite(x) & np.isfinite(y))
-    x[lost], y[lost] = -1e4, -1e4
+    x, y = _star_positions(header, message.header, ra, dec, message.filename)
     image = message.image
     weights = None
     if isinstance(image, np.ndarray) and image.ndim == 2:

@@ -1,15 +1,15 @@
 """What data exists under an output folder, and what a broker's running jobs are doing.
 
-:func:`inventory` lists every sector/camera/CCD with its cadences (stored, expected, failed),
+:func:`data_inventory` lists every sector/camera/CCD with its cadences (stored, expected, failed),
 stars, analysed stars, candidates and time span, reading only file names, Parquet footers and
-``job.json``; :func:`products` lists what the read-side tools wrote (exports, combined light
+``job.json``; :func:`derived_products` lists what the read-side tools wrote (exports, combined light
 curves, star reports). :func:`watch_broker` listens to a broker's ``events`` topic for a few
 seconds and reads its queue depths.
 
 Examples
 --------
 >>> import tempfile
->>> inventory(tempfile.mkdtemp()).empty
+>>> data_inventory(tempfile.mkdtemp()).empty
 True
 >>> job_state({"final": True, "expected": [0, 1], "failed": {}}, stored=2,
 ...           has_variability=True, has_candidates=True)
@@ -30,7 +30,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .tables import (
-    Target,
     default_data_dir,
     list_targets,
     read_job_state,
@@ -39,11 +38,13 @@ from .tables import (
 
 __all__ = [
     "INVENTORY_COLUMNS",
-    "inventory",
-    "products",
+    "data_inventory",
+    "derived_products",
     "job_state",
     "BrokerStatus",
     "watch_broker",
+    "quality_counts",
+    "precision_by_magnitude",
 ]
 
 INVENTORY_COLUMNS = [
@@ -92,7 +93,9 @@ def job_state(
     return "measuring" if stored or state else "empty"
 
 
-def inventory(data_dir: Path | str | None = None, *, sectors: list[int] | None = None) -> pd.DataFrame:
+def data_inventory(
+    data_dir: Path | str | None = None, *, sectors: list[int] | None = None
+) -> pd.DataFrame:
     """One row per stored target (columns :data:`INVENTORY_COLUMNS`), sorted.
 
     ``cadences`` are stored cadences; ``expected`` and ``failed`` come from ``job.json``;
@@ -133,7 +136,7 @@ def inventory(data_dir: Path | str | None = None, *, sectors: list[int] | None =
     return frame
 
 
-def products(data_dir: Path | str | None = None) -> dict[str, list[str]]:
+def derived_products(data_dir: Path | str | None = None) -> dict[str, list[str]]:
     """What the read-side tools wrote: ``exports`` (names), ``combined`` (Parquet files) and
     ``reports`` (star folders), each sorted."""
     root = default_data_dir(data_dir)
@@ -205,5 +208,41 @@ async def watch_broker(
     return status
 
 
-def _target_of(label: str) -> Target:
-    return Target.parse(label)
+def quality_counts(quality: Any) -> dict[str, int]:
+    """How many points carry each quality flag (flags that occur, by name).
+
+    >>> quality_counts([0, 32, 32 | 4096, 1 << 21])
+    {'MOMENTUM_DUMP': 2, 'SCATTERED_LIGHT': 1, 'SATURATED': 1}
+    """
+    import numpy as np
+
+    from tess_ffi.shared.quality import QualityFlags
+
+    q = np.asarray(quality, dtype=np.int64)
+    out: dict[str, int] = {}
+    for flag in QualityFlags:
+        n = int(np.count_nonzero(q & int(flag)))
+        if n:
+            out[str(flag.name)] = n
+    return out
+
+
+def precision_by_magnitude(stats: pd.DataFrame, *, width: float = 1.0) -> pd.DataFrame:
+    """Median robust scatter, point-to-point scatter and S/N per Tmag bin.
+
+    ``stats`` is :func:`tess_ffi.products.tables.lightcurve_stats` with a ``tmag`` column.
+
+    >>> s = pd.DataFrame({"tmag": [9.2, 9.8, 12.5], "rms_ppm": [100.0, 300.0, 2000.0],
+    ...                   "p2p_ppm": [90.0, 310.0, 1900.0], "snr": [900.0, 700.0, 80.0]})
+    >>> precision_by_magnitude(s)["tmag_bin"].tolist()
+    ['9-10', '12-13']
+    """
+    import numpy as np
+
+    s = stats[np.isfinite(stats["tmag"].to_numpy(dtype=float))]
+    lo = np.floor(s["tmag"].to_numpy(dtype=float) / width) * width
+    grouped = s.assign(lo=lo).groupby("lo", sort=True)
+    out = grouped.agg(stars=("tmag", "size"), median_rms_ppm=("rms_ppm", "median"),
+                      median_p2p_ppm=("p2p_ppm", "median"), median_snr=("snr", "median"))
+    out.insert(0, "tmag_bin", [f"{a:g}-{a + width:g}" for a in out.index])
+    return out.reset_index(drop=True)

@@ -49,7 +49,13 @@ from astropy.io import fits
 from tess_ffi.shared.quality import DEFAULT_BAD_BITS, TESS_DQUALITY_MASK, QualityFlags
 from tess_ffi.shared.storage import atomic_write
 
-__all__ = ["BTJD_OFFSET", "lightcurve_hdulist", "write_lightcurve_fits", "object_name"]
+__all__ = [
+    "BTJD_OFFSET",
+    "lightcurve_hdulist",
+    "write_lightcurve_fits",
+    "export_lightcurve_fits",
+    "object_name",
+]
 
 #: BJD of BTJD 0 (TESS Barycentric Julian Date = BJD - 2457000).
 BTJD_OFFSET = 2457000
@@ -207,3 +213,31 @@ def write_lightcurve_fits(path: Path | str, lc: pd.DataFrame, meta: Mapping[str,
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
+
+
+def export_lightcurve_fits(
+    star_id: int,
+    path: Path | str,
+    sector: int | None = None,
+    camera: int | None = None,
+    ccd: int | None = None,
+    *,
+    data_dir: Path | str | None = None,
+    target: Any = None,
+) -> Path:
+    """Write star ``star_id``'s light curve (from the job's Parquet outputs) as FITS.
+
+    The target may be given in part when only one stored target matches (or as a
+    :class:`~tess_ffi.products.tables.Target`); the star's position, Tmag and TIC id come
+    from ``stars.parquet``.
+    """
+    from .tables import load_lightcurve, load_stars, resolve_target, star_row
+
+    if target is None:
+        target = resolve_target(sector, camera, ccd, data_dir=data_dir)
+    lc = load_lightcurve(star_id, target=target, data_dir=data_dir)
+    star = star_row(load_stars(target=target, data_dir=data_dir), star_id, target.label)
+    meta = {"sector": target.sector, "camera": target.camera, "ccd": target.ccd,
+            "star_id": int(star_id), "ra": star.get("ra"), "dec": star.get("dec"),
+            "tmag": star.get("tmag"), "tic_id": star.get("tic_id")}
+    return write_lightcurve_fits(path, lc, meta)

@@ -29,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -243,6 +242,7 @@ def _summary_text(s: dict[str, Any]) -> str:
         f"camera {s['camera']}, CCD {s['ccd']})",
         f"tic_id:            {fmt(s.get('tic_id'))}",
         f"catalog match:     {s.get('catalog_match') or '-'}",
+        f"VSX:               {s.get('vsx') or 'not consulted'}",
         f"ra (J2000):        {s['ra_hms']}  ({s['ra_deg']:.6f} deg)",
         f"dec (J2000):       {s['dec_dms']}  ({s['dec_deg']:.6f} deg)",
         f"type (VSX):        {s['vsx_type']}  (pipeline class {s['var_class']}, "
@@ -259,7 +259,8 @@ def _summary_text(s: dict[str, Any]) -> str:
         f"T (brightest - faintest, from Tmag {fmt(s.get('tmag_ref'), '.3f')} "
         f"{s.get('tmag_source', '')})",
         f"data:              TESS FFIs, {s['n_good']} good of {s['n_expected']} cadences, "
-        f"BTJD {s['btjd_start']:.4f} - {s['btjd_end']:.4f}, cadence {fmt(s.get('cadence_s'), '.0f')} s",
+        f"BTJD {s['btjd_start']:.4f} - {s['btjd_end']:.4f}, "
+        f"cadence {fmt(s.get('cadence_s'), '.0f')} s",
         "files:             " + ", ".join(s.get("files", [])),
         "",
     ]
@@ -333,18 +334,33 @@ def build_report(
 
     tic = star.get("tic_id")
     tic = int(tic) if tic is not None and pd.notna(tic) else tic_id
-    catalog_match = None
+    catalog_match = vsx = None
     tmag_ref, tmag_source = _opt_float(star.get("tmag")), "estimated by the pipeline"
-    if cand is not None and pd.notna(cand.get("catalog_id")):
+    if cand is not None:
         catalog = str(cand.get("catalog", "catalog"))
-        sep = _opt_float(cand.get("catalog_sep_arcsec"))
-        catalog_match = f"{catalog} {int(cand['catalog_id'])}" + (
-            f" at {sep:.1f} arcsec" if sep is not None else "")
-        if catalog.lower() == "tic" and tic is None:
+        is_tic = catalog.lower() in ("tic", "offline")
+        if pd.notna(cand.get("catalog_id", pd.NA)):
+            sep = _opt_float(cand.get("catalog_sep_arcsec"))
+            catalog_match = f"{'TIC' if is_tic else catalog} {int(cand['catalog_id'])}" + (
+                f" at {sep:.1f} arcsec" if sep is not None else "")
+            ctmag = _opt_float(cand.get("catalog_tmag"))
+            if ctmag is not None:
+                tmag_ref, tmag_source = ctmag, f"from the {'TIC' if is_tic else catalog} catalog"
+        cand_tic = cand.get("tic_id", pd.NA)
+        if tic is None and pd.notna(cand_tic):
+            tic = int(cand_tic)
+        elif tic is None and is_tic and pd.notna(cand.get("catalog_id", pd.NA)):
             tic = int(cand["catalog_id"])
-        ctmag = _opt_float(cand.get("catalog_tmag"))
-        if ctmag is not None:
-            tmag_ref, tmag_source = ctmag, f"from the {catalog} catalog"
+        known = cand.get("known", pd.NA)
+        if pd.notna(known):
+            if bool(known):
+                vsx = f"known: {cand.get('vsx_name') or '?'}"
+                if pd.notna(cand.get("vsx_type", pd.NA)):
+                    vsx += f" ({cand['vsx_type']}"
+                    vp = _opt_float(cand.get("vsx_period"))
+                    vsx += f", P = {vp:.6f} d)" if vp is not None else ")"
+            else:
+                vsx = "no VSX star within the match radius: a new variable"
 
     if var is not None:
         var_class = str(var.get("var_class", "UNKNOWN"))
@@ -401,6 +417,8 @@ def build_report(
     tick("periodogram")
 
     summary: dict[str, Any] = {}
+    epoch_min: float | None
+    epoch_max: float | None
     amplitude_basis = "5-95 % range of the good points"
     if p_found is not None:
         if e_found is None:
@@ -443,6 +461,7 @@ def build_report(
         "ccd": target.ccd,
         "tic_id": tic,
         "catalog_match": catalog_match,
+        "vsx": vsx,
         "ra_deg": float(star["ra"]),
         "dec_deg": float(star["dec"]),
         "ra_hms": coord.ra.to_string(unit=u.hourangle, sep=":", precision=2, pad=True),

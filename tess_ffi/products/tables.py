@@ -347,7 +347,8 @@ def find_star_by_tic(
     target: Target | None = None,
 ) -> int:
     """The star id of TIC ``tic_id``: from ``stars.parquet``'s ``tic_id``, else from a
-    candidate's TIC cross-match (``candidates.parquet`` with ``catalog == "tic"``)."""
+    candidate's TIC cross-match (``candidates.parquet``: ``tic_id``, or ``catalog_id`` of the
+    ``tic``/``offline`` catalog)."""
     t = _target(target, sector, camera, ccd, data_dir)
     stars = load_stars(target=t, data_dir=data_dir)
     if "tic_id" in stars.columns:
@@ -357,12 +358,14 @@ def find_star_by_tic(
     path = target_dir(t, data_dir) / "candidates.parquet"
     if path.exists():
         cands = pq.read_table(path).to_pandas()
+        hits = pd.Series(False, index=cands.index)
+        if "tic_id" in cands.columns:
+            hits |= pd.to_numeric(cands["tic_id"], errors="coerce") == float(tic_id)
         if {"catalog", "catalog_id"} <= set(cands.columns):
-            tic = cands["catalog"].astype(str).str.lower().eq("tic")
-            ids = pd.to_numeric(cands["catalog_id"], errors="coerce")
-            hit = cands[tic & (ids == float(tic_id))]
-            if not hit.empty:
-                return int(hit["star_id"].iloc[0])
+            tic = cands["catalog"].astype(str).str.lower().isin(["tic", "offline"])
+            hits |= tic & (pd.to_numeric(cands["catalog_id"], errors="coerce") == float(tic_id))
+        if hits.any():
+            return int(cands.loc[hits, "star_id"].iloc[0])
     raise ProductError(f"TIC {tic_id} is not among the stars of {t.label} (no tic_id or TIC "
                        "cross-match names it)")
 
