@@ -209,5 +209,29 @@ async def wait_consumers(bus: Any, queue: str, n: int, timeout: float = 120.0) -
         await asyncio.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc/PID/stat; NaN if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def broker_pid() -> int | None:
+    """The local RabbitMQ node's process (Erlang ``beam.smp``), if exactly one is visible:
+    read only, to report the CPU the broker spent."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found[0] if len(found) == 1 else None
+
+
 def mb(n_bytes: float) -> float:
     return n_bytes / 2**20
