@@ -219,18 +219,30 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def broker_pid() -> int | None:
-    """The local RabbitMQ node's process (Erlang ``beam.smp``), if exactly one is visible:
-    read only, to report the CPU the broker spent."""
-    found = []
+def broker_pid(port: int = 5672) -> int | None:
+    """The local RabbitMQ node's process (Erlang ``beam.smp`` listening on ``port``), read
+    only, to report the CPU the broker spent; None when it is not visible here."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
-                    found.append(int(entry.name))
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "beam.smp":
                 continue
-    return found[0] if len(found) == 1 else None
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
 
 
 def mb(n_bytes: float) -> float:

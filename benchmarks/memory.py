@@ -156,14 +156,24 @@ def store_child(n_cadences: int, n_stars: int, root: Path) -> dict[str, Any]:
             x=x0, y=y0, quality=np.zeros(n_stars, np.int32))
         store.write_cadence(k, 1325.3 + k * 200 / 86400, table)
     t_write = time.perf_counter() - t0
+    disk_before = sum(p.stat().st_size for p in store.photometry_dir.glob("*.parquet"))
     write_peak = max(peak["rss"], C.proc_status(pid)["VmHWM"])
     peak["rss"] = 0
     job = JobSpec(sector=1, camera=1, ccd=1)
     n_stored = len(store.stored_cadences())
     chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_stored)
+    # As _send_lightcurves does: one pass sends the light curves and, where the store
+    # compacts its photometry star-major at the end of a job, writes the compacted file.
+    compaction = None
+    if hasattr(store, "has_uncompacted") and store.has_uncompacted():
+        from tess_ffi.services.aggregator.store import Compaction
+
+        compaction = Compaction(store)
     t0 = time.perf_counter()
     sent = 0
-    for table in store.iter_lightcurves(ids, chunk=chunk):  # as _send_lightcurves does
+    for table in store.iter_lightcurves(ids, chunk=chunk):
+        if compaction is not None:
+            table = compaction.write(table)
         star_col = table.column("star_id").to_numpy()
         starts = np.flatnonzero(np.r_[True, star_col[1:] != star_col[:-1]])
         bounds = np.r_[starts, len(star_col)]
@@ -175,11 +185,13 @@ def store_child(n_cadences: int, n_stars: int, root: Path) -> dict[str, Any]:
                            quality=cols["quality"][a:b]).encode(compression="zstd")
             sent += 1
         del table, cols, star_col
+    if compaction is not None:
+        compaction.commit()
     t_pass = time.perf_counter() - t0
     stop.set()
     pass_peak = max(peak["rss"], 0)
     disk = sum(p.stat().st_size for p in store.photometry_dir.glob("*.parquet"))
-    return {"cadences": n_cadences, "stars": n_stars, "base_rss": base, "write_peak": write_peak,
+    return {"compacted": compaction is not None, "disk_before": disk_before,"cadences": n_cadences, "stars": n_stars, "base_rss": base, "write_peak": write_peak,
             "pass_peak": pass_peak, "hwm": C.proc_status(pid)["VmHWM"], "t_write": t_write,
             "t_pass": t_pass, "chunk": chunk, "chunks": -(-n_stars // chunk), "sent": sent,
             "disk": disk}
@@ -212,7 +224,9 @@ def aggregator_scale(args: argparse.Namespace, report: C.Report) -> None:
                    f"{C.mb(r['pass_peak']):.0f} MB, idle {C.mb(r['base_rss']):.0f} MB")
         report.add(f"  light-curve pass time, {n} cadences", r["t_pass"], "s",
                    note=f"{r['chunks']} chunks of {r['chunk']} stars, each scanning all {n} "
-                   f"files; writing took {r['t_write']:.0f} s; {r['disk'] / 1e9:.2f} GB on disk")
+                   f"files{', compacting star-major' if r.get('compacted') else ''}; writing "
+                   f"took {r['t_write']:.0f} s; {r.get('disk_before', r['disk']) / 1e9:.2f} GB "
+                   f"on disk, {r['disk'] / 1e9:.2f} GB after")
     if len(results) >= 2:
         a, b = results[0], results[-1]
         growth = (b["pass_peak"] - a["pass_peak"]) / (b["cadences"] - a["cadences"])

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     ffi = read_calibrated_ffi(frames[1])
     msg = C.ffi_message(sim, 1, frames[1], stars, job)
     phot_service.measure_ffi(msg)
-    w = phot_service._weights_cache[0]
+    w = phot_service._weights_cache[0].weights  # stars in raster order
     parts: dict[str, list[float]] = {"msg": [], "measure": [], "forced": [], "weights": [],
                                      "wcs": []}
     for _ in range(5):

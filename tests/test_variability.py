@@ -369,6 +369,15 @@ def test_contact_binary_reports_orbital_period() -> None:
     assert r.var_class == "EW" and r.period == pytest.approx(p, rel=1e-3)
     # epoch at the deeper minimum (phase 0 here)
     assert min(r.epoch % p, p - r.epoch % p) < 0.02 * p
+    # equal minima: only the shape (sharp, symmetric minima) tells P from P/2
+    equal = 1 - 0.2 * np.cos(2 * phi) - 0.065 * np.cos(4 * phi) + rng.normal(0, 2e-3, t.size)
+    pr = find_period(t, equal, np.full(t.size, 2e-3))
+    assert pr.doubled and "shape" in pr.doubling_reason
+    assert pr.period == pytest.approx(p, rel=1e-3)
+    # a rotator's sinusoid at the same period is not doubled
+    spots = 1 + 0.02 * np.sin(2 * phi) + rng.normal(0, 2e-3, t.size)
+    pr = find_period(t, spots, np.full(t.size, 2e-3))
+    assert not pr.doubled and pr.period == pytest.approx(p / 2, rel=1e-3)
 
 
 def test_eclipsing_binary_with_unequal_eclipses_gets_twice_the_box_period() -> None:

@@ -29,7 +29,7 @@ from tess_ffi.shared.contracts import (
 from tess_ffi.shared.runtime import Service
 from tess_ffi.shared.storage import StoreError
 
-from .store import JobStore
+from .store import Compaction, JobStore
 
 __all__ = ["AggregatorService"]
 
@@ -48,6 +48,7 @@ class AggregatorService(Service):
         self._locks: dict[str, asyncio.Lock] = {}
         self._stored: dict[str, set[int]] = {}
         self._last_progress: dict[str, float] = {}
+        self._compacted: dict[str, set[int]] = {}
         self._watchdogs: dict[str, asyncio.Task[None]] = {}
 
     def store(self, job: JobSpec) -> JobStore:
@@ -70,6 +71,7 @@ class AggregatorService(Service):
             try:
                 if job.no_resume:
                     await asyncio.to_thread(store.clear)
+                await asyncio.to_thread(store.recover)
                 state = store.read_state()
                 state.update(job=job.to_json(), run_id=job.run_id, final=False,
                              requested_at=time.time())
@@ -80,6 +82,7 @@ class AggregatorService(Service):
                 raise PermanentError(str(exc)) from exc
             stored = await asyncio.to_thread(store.stored_cadences)
             self._stored[job.job_id] = set(stored)
+            self._compacted[job.job_id] = set(state.get("compacted_cadences", []))
             stars = await asyncio.to_thread(store.read_stars)
         status = self.job_status(job)
         status.update(state="accepted", stored=len(stored), output=str(store.root))
@@ -131,6 +134,8 @@ class AggregatorService(Service):
         assert isinstance(message, FFIPhotometry)
         job = message.job
         store = self.store(job)
+        if message.cadence in self._compacted.get(job.job_id, ()):
+            return  # a late duplicate of a cadence already compacted: nothing to add
         try:
             await asyncio.to_thread(store.write_cadence, message.cadence, message.btjd,
                                     message.table)
@@ -180,6 +185,7 @@ class AggregatorService(Service):
             if missing:
                 return
             n = await self._send_lightcurves(job, store)
+            state = await asyncio.to_thread(store.read_state)  # compaction updated it
             state["lightcurves_run"] = job.run_id
             state["n_stars"] = n
             await asyncio.to_thread(store.write_state, state)
@@ -198,7 +204,29 @@ class AggregatorService(Service):
         n_cadences = max(1, len(store.stored_cadences()))
         chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_cadences)
         chunks = store.iter_lightcurves(ids, chunk=chunk)
+        # One pass over the photometry both sends the light curves and compacts the store
+        # star-major; the compacted files replace the per-cadence ones only if all went well.
+        # Nothing new since the last compaction (a rerun of a finished job): only read.
+        compaction = Compaction(store) if store.has_uncompacted() else None
+        try:
+            await self._send_chunks(job, chunks, compaction, ids, ra, dec, tmag)
+        except BaseException:
+            if compaction is not None:
+                await asyncio.to_thread(compaction.abort)
+            raise
+        if compaction is not None:
+            await asyncio.to_thread(compaction.commit)
+        self._compacted[job.job_id] = await asyncio.to_thread(store.compacted_cadences)
+        return len(ids)
+
+    async def _send_chunks(
+        self, job: JobSpec, chunks: Any, compaction: Compaction | None, ids: np.ndarray,
+        ra: dict[int, float], dec: dict[int, float], tmag: dict[int, float],
+    ) -> None:
         while (table := await asyncio.to_thread(next, chunks, None)) is not None:
+            # Light curves are sent as stored (quantized), so a rerun sends the same values.
+            if compaction is not None:
+                table = await asyncio.to_thread(compaction.write, table)
             star_col = table.column("star_id").to_numpy()
             starts = np.flatnonzero(np.r_[True, star_col[1:] != star_col[:-1]])
             bounds = np.r_[starts, len(star_col)]
@@ -221,4 +249,3 @@ class AggregatorService(Service):
                     pending.clear()
             await asyncio.gather(*pending)
             self.counters["lightcurves_sent"] += len(starts)
-        return len(ids)

@@ -106,6 +106,7 @@ _EW_MAX_LS_PERIOD = 0.5  # days: LS period of a contact binary is P_orb / 2 < ~0
 _EW_MIN_LS_PERIOD = 0.1
 _EW_MAX_FRACTION_BELOW_MID = 0.42
 _EW_MAX_ASYMMETRY = 0.1  # contact binaries' minima are symmetric
+_EW_MIN_SHAPE_AMPLITUDE = 0.04  # by shape alone, a contact binary varies by 4 % at least
 _DSCT_MAX_PERIOD = 0.25
 _EW_MAX_PERIOD = 1.0
 _TRANSIT_MAX_DEPTH = 0.03
@@ -1317,7 +1318,8 @@ def find_period(
     1 d is doubled when the odd harmonics of ``2P`` are real (F-test, p < 1e-6, of a
     4-harmonic series at ``P`` with amplitudes drifting over the sector against one with the
     odd harmonics of ``2P`` added: unequal minima), or, between 0.1 and 0.5 d, for the shape of
-    a contact binary (less than 42 % of the cycle below mid-light, minima symmetric).
+    a contact binary (less than 42 % of the cycle below mid-light, symmetric minima, an
+    amplitude of 4 % or more).
 
     Parameters
     ----------
@@ -1492,6 +1494,7 @@ def find_period(
         and _EW_MIN_LS_PERIOD <= period <= _EW_MAX_LS_PERIOD
         and frac < _EW_MAX_FRACTION_BELOW_MID
         and _asymmetry(c1) < _EW_MAX_ASYMMETRY
+        and float(np.ptp(_fourier_curve(c1, np.linspace(0, 1, 200)))) >= _EW_MIN_SHAPE_AMPLITUDE
     ):
         doubled, reason = True, "contact-binary shape (sharp, symmetric minima)"
     t_ref = float(t[0])

@@ -1071,14 +1071,16 @@ def forced_aperture_photometry(
     flat = _flat_view(image)
     w = weights.ap_weight
     # Aperture: gather (n, S*S) pixels; pixels with zero weight are ignored even if NaN.
-    ap = np.take(flat, weights.ap_index, mode="clip").astype(np.float32, copy=False)
+    # The indices are valid by construction (clipped when built), so numpy's cheapest index
+    # mode is used; "wrap" gathers measurably faster than "clip" here.
+    ap = np.take(flat, weights.ap_index, mode="wrap").astype(np.float32, copy=False)
     ap_used = np.where(weights.ap_mask, ap, np.float32(0.0))
     ap_sum = np.einsum("ij,ij->i", w, ap_used)
     saturated = np.any(weights.ap_mask & (ap >= sat), axis=1)
 
     # Annulus: gather; pixels outside the annulus (padding, off the science area) or not
     # finite become +inf, which sorts to the end of each row; sort each row once and clip.
-    ann = np.take(flat, weights.ann_index, mode="clip").astype(np.float32, copy=False)
+    ann = np.take(flat, weights.ann_index, mode="wrap").astype(np.float32, copy=False)
     np.copyto(ann, np.float32(np.inf), where=~weights.ann_mask)
     ann.sort(axis=1)  # NaN sorts after +inf, so it is past the finite run as well
     if ann.shape[1] and np.isneginf(ann[:, 0]).any():  # -inf pixels (sorted first): +inf too
@@ -1099,7 +1101,7 @@ def forced_aperture_photometry(
     flux = ap_sum - npix * bkg
     w2 = w * w
     if uncertainty is not None:
-        sig = np.take(_flat_view(uncertainty), weights.ap_index, mode="clip")
+        sig = np.take(_flat_view(uncertainty), weights.ap_index, mode="wrap")
         sig = np.where(weights.ap_mask, sig.astype(np.float32, copy=False), np.float32(0.0))
         var_ap = np.einsum("ij,ij->i", w2, sig * sig)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,34 +54,60 @@ TESS_ZERO_POINT = 15000.0
 WEIGHTS_REUSE_PX = 0.01
 #: Weights kept per process (one per star list being measured, most recent first).
 _WEIGHTS_CACHE_SIZE = 2
-_weights_cache: list[ApertureWeights] = []
+
+
+@dataclass(frozen=True, eq=False)
+class _Apertures:
+    """Aperture weights for a star list, built for its stars in raster order (by pixel row,
+    then column: the frame's pixels are then gathered close to sequentially, which is
+    measurably faster than in catalog order). ``order[i]`` is the list index of the weights'
+    star ``i``; ``x, y`` are the list's positions the weights were built for."""
+
+    weights: ApertureWeights
+    order: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    def matches(self, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> bool:
+        return (
+            self.weights.shape == shape
+            and self.x.size == x.size
+            and (x.size == 0 or (
+                float(np.max(np.abs(self.x - x))) < WEIGHTS_REUSE_PX
+                and float(np.max(np.abs(self.y - y))) < WEIGHTS_REUSE_PX
+            ))
+        )  # fmt: skip
+
+    def unsort(self, values: np.ndarray) -> np.ndarray:
+        """Per-star values in weights order back to star-list order."""
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+
+_weights_cache: list[_Apertures] = []
 _weights_lock = threading.Lock()
 
 
-def _aperture_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> ApertureWeights:
+def _aperture_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> _Apertures:
     """Weights for stars at ``x, y`` on frames of ``shape``: a cached set when every star is
     within :data:`WEIGHTS_REUSE_PX` of where it was built for, else a new one (then cached)."""
     with _weights_lock:
         cached = list(_weights_cache)
-    for w in cached:
-        if (
-            w.shape == shape
-            and w.n_stars == x.size
-            and (x.size == 0 or (
-                float(np.max(np.abs(w.x - x))) < WEIGHTS_REUSE_PX
-                and float(np.max(np.abs(w.y - y))) < WEIGHTS_REUSE_PX
-            ))
-        ):  # fmt: skip
+    for entry in cached:
+        if entry.matches(x, y, shape):
             with _weights_lock:
-                if w in _weights_cache:
-                    _weights_cache.remove(w)
-                _weights_cache.insert(0, w)
-            return w
-    w = build_aperture_weights(x, y, shape=shape)
+                if entry in _weights_cache:
+                    _weights_cache.remove(entry)
+                _weights_cache.insert(0, entry)
+            return entry
+    order = np.lexsort((x, np.floor(y + 0.5)))
+    weights = build_aperture_weights(x[order], y[order], shape=shape)
+    entry = _Apertures(weights, order, x.copy(), y.copy())
     with _weights_lock:
-        _weights_cache.insert(0, w)
+        _weights_cache.insert(0, entry)
         del _weights_cache[_WEIGHTS_CACHE_SIZE:]
-    return w
+    return entry
 
 
 #: Header keywords that can define a celestial WCS (FITS WCS papers I-II with wcslib's
@@ -164,14 +191,17 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
     # A star the WCS cannot place is measured nowhere: far off-chip, so it is flagged OUTSIDE.
     x, y = _star_positions(header, message.header, ra, dec, message.filename)
     image = message.image
-    weights = None
     if isinstance(image, np.ndarray) and image.ndim == 2:
-        weights = _aperture_weights(x, y, (int(image.shape[0]), int(image.shape[1])))
-        x, y = weights.x, weights.y
-    result = forced_aperture_photometry(
-        image, x, y, uncertainty=message.uncertainty, weights=weights,
-        saturation_level=0.98 * SATURATION_E_S,
-    )
+        apertures = _aperture_weights(x, y, (int(image.shape[0]), int(image.shape[1])))
+        w = apertures.weights
+        result = forced_aperture_photometry(
+            image, w.x, w.y, uncertainty=message.uncertainty, weights=w,
+            saturation_level=0.98 * SATURATION_E_S,
+        )
+        for name in ("flux", "flux_err", "bkg", "x", "y", "quality"):
+            setattr(result, name, apertures.unsort(getattr(result, name)))
+    else:  # not an image: forced_aperture_photometry says why
+        result = forced_aperture_photometry(image, x, y, uncertainty=message.uncertainty)
     table = photometry_table(
         stars.column("star_id").to_numpy(),
         flux=result.flux,
