@@ -586,14 +586,16 @@ def read_lightcurve(
 
     Examples
     --------
+    >>> import tempfile
     >>> from pathlib import Path
-    >>> bad = Path(__import__("tempfile").mkdtemp()) / "not_a_lightcurve.fits"
-    >>> _ = bad.write_text("hello")
-    >>> try:
-    ...     read_lightcurve(bad)
-    ... except ValueError as exc:
-    ...     print(str(exc).split(":")[0])
-    not_a_lightcurve.fits
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     bad = Path(tmp) / "not_a_lightcurve.fits"
+    ...     _ = bad.write_text("hello")
+    ...     try:
+    ...         read_lightcurve(bad)
+    ...     except ValueError as exc:
+    ...         print(str(exc).split(" (")[0])
+    not_a_lightcurve.fits: corrupt or truncated FITS file
     """
     path = Path(path)
     if not path.is_file():

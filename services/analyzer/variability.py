@@ -674,6 +674,7 @@ class _BoxFit:
     depth_odd: float
     depth_even: float
     doubled: bool
+    doubling_reason: str
     depth_secondary: float
     secondary_snr: float
     secondary_phase: float
@@ -1125,15 +1126,24 @@ def _bls_search(
             if deeper_odd:
                 t0 += p
             p *= 2.0
-    depth2, snr2, t2, _, _ = _secondary_search(t, y, dy, p, d, t0)
+    depth2, snr2, t2, d2, _ = _secondary_search(t, y, dy, p, d, t0)
+    primary_depth = (
+        max(st["depth_odd"], st["depth_even"]) if doubled and box_period != p else st["depth"]
+    )
+    if math.isfinite(snr2) and snr2 >= _SECONDARY_SNR:
+        # The box may sit on the wider of two eclipses; the epoch is the deeper one's.
+        narrow = min(d, d2)
+        here = _box_stats(t, y, w, p, narrow, t0)
+        there = _box_stats(t, y, w, p, narrow, t2)
+        if here is not None and there is not None and there["depth"] > here["depth"]:
+            t0, t2 = t2, t0
+            depth2, primary_depth = primary_depth, depth2
     return _BoxFit(
         period=p,
         box_period=box_period,
         duration=d,
         t0=t0,
-        depth=max(st["depth_odd"], st["depth_even"])
-        if doubled and box_period != p
-        else st["depth"],
+        depth=primary_depth,
         depth_err=st["depth_err"] * beta,
         snr=snr,
         beta=beta,
@@ -1144,6 +1154,13 @@ def _bls_search(
         depth_odd=st["depth_odd"],
         depth_even=st["depth_even"],
         doubled=doubled,
+        doubling_reason=(
+            "two-box model at 2P (eclipses at two phases)"
+            if two_box_doubled
+            else "odd/even eclipse depths differ"
+            if doubled
+            else ""
+        ),
         depth_secondary=depth2,
         secondary_snr=snr2 / beta if math.isfinite(snr2) else _NAN,
         secondary_phase=float(((t2 - t0) / p) % 1.0) if math.isfinite(t2) else _NAN,
@@ -1290,7 +1307,9 @@ def find_period(
     Lomb-Scargle (astropy, ``method="fast"``) runs on a frequency grid oversampled five times
     from 2/baseline to the Nyquist frequency of the median cadence; the best peak is refined
     with the exact periodogram on a fine local grid and a parabola (the result is not a grid
-    value), and its false alarm probability is Baluev's. A peak at a TESS systematic period
+    value), then by a fit of two harmonics under a slowly changing amplitude (spot evolution
+    pulls a single sinusoid off a slow rotator's period); its false alarm probability is
+    Baluev's. A peak at a TESS systematic period
     (13.7 d, its harmonics, ~3.1 d: :data:`TESS_SYSTEMATIC_PERIODS`) is skipped unless it explains
     at least half the variance. A significant peak also stands out of the periodogram around it
     (power over local mean >= 8), which rejects red noise.
@@ -1464,7 +1483,7 @@ def find_period(
             amplitude=float(box.depth),
             delta_chi2=box.delta_chi2,
             doubled=box.doubled,
-            doubling_reason="odd/even eclipse depths differ" if box.doubled else "",
+            doubling_reason=box.doubling_reason,
             alias_rejected=box.alias_rejected,
             depth_odd=float(box.depth_odd),
             depth_even=float(box.depth_even),

@@ -82,6 +82,8 @@ _FALLBACK_READ_NOISE = 268.0
 _MEDIAN_ERR_FACTOR = math.sqrt(math.pi / 2.0)
 #: Fewest annulus pixels that still give a local background (else flux is NaN).
 _MIN_ANNULUS_PIXELS = 5
+#: Pixels sigma-clipped per batch when estimating the background (bounds its memory).
+_CLIP_CHUNK_VALUES = 1 << 20
 #: Weights below this are exactly zero (float noise where a circle only touches a pixel).
 _WEIGHT_EPS = 1e-9
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -259,24 +261,43 @@ def _clip_sorted_rows(
     # prefix sums (and of their squares) along each row are accumulated in float64, one
     # column at a time across all rows; entries past a row's finite part are never read.
     shift = np.nan_to_num(med).astype(ftype)
-    cols_first = np.ascontiguousarray(s.T)
-    p1 = np.empty((m + 1, n))
-    p2 = np.empty((m + 1, n))
-    p1[0] = 0.0
-    p2[0] = 0.0
-    d = np.empty(n, dtype=ftype)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for j in range(m):
-            np.subtract(cols_first[j], shift, out=d)
-            np.add(p1[j], d, out=p1[j + 1])
+    if m <= 512:
+        # Short rows (annuli): accumulate column by column, vectorised across the rows;
+        # numpy's own cumsum along short rows is several times slower. p[j, r].
+        cols_first = np.ascontiguousarray(s.T)
+        p1 = np.empty((m + 1, n))
+        p2 = np.empty((m + 1, n))
+        p1[0] = 0.0
+        p2[0] = 0.0
+        d = np.empty(n, dtype=ftype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for j in range(m):
+                np.subtract(cols_first[j], shift, out=d)
+                np.add(p1[j], d, out=p1[j + 1])
+                np.multiply(d, d, out=d)
+                np.add(p2[j], d, out=p2[j + 1])
+        del cols_first, d
+
+        def prefix(p: np.ndarray, r: np.ndarray, i: np.ndarray) -> np.ndarray:
+            return p[i, r]
+    else:
+        # Long rows (background boxes): numpy's cumsum along each row. p[r, j].
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = s - shift[:, None]
+            p1 = np.zeros((n, m + 1))
+            np.cumsum(d, axis=1, dtype=np.float64, out=p1[:, 1:])
             np.multiply(d, d, out=d)
-            np.add(p2[j], d, out=p2[j + 1])
-    del cols_first, d
+            p2 = np.zeros((n, m + 1))
+            np.cumsum(d, axis=1, dtype=np.float64, out=p2[:, 1:])
+        del d
+
+        def prefix(p: np.ndarray, r: np.ndarray, i: np.ndarray) -> np.ndarray:
+            return p[r, i]
 
     def moments(r: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cnt = hi_ - lo_
-        s1 = p1[hi_, r] - p1[lo_, r]
-        s2 = p2[hi_, r] - p2[lo_, r]
+        s1 = prefix(p1, r, hi_) - prefix(p1, r, lo_)
+        s2 = prefix(p2, r, hi_) - prefix(p2, r, lo_)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1 / cnt
             std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
@@ -503,19 +524,24 @@ def estimate_background(
     if mask is not None:
         work[:h, :w][mask[r0:r1, c0:c1]] = np.nan
     blocks4 = work.reshape(ny, b, nx, b)
-    blocks = blocks4.transpose(0, 2, 1, 3).reshape(ny * nx, b * b)
-    med, mean, std, cnt = _sigma_clip_rows(blocks, sigma, maxiters)
-    del blocks
-    if rms_method == "diff":
-        # Differences of horizontally adjacent pixels: a gradient across the box only shifts
-        # them, so their clipped spread / sqrt(2) is the pixel noise alone.
-        diffs = np.diff(blocks4, axis=3).transpose(0, 2, 1, 3).reshape(ny * nx, b * (b - 1))
-        _, _, dstd, _ = _sigma_clip_rows(diffs, sigma, maxiters)
-        rms_values = dstd / math.sqrt(2.0)
-        del diffs
-    else:
-        rms_values = std
-    del work, blocks4
+    # Boxes are clipped a few rows of boxes at a time (about 1 M pixels), which bounds the
+    # memory of the clipping whatever the image size; rows are independent, so the result
+    # is the same as in one go.
+    step = max(1, _CLIP_CHUNK_VALUES // (nx * b * b))
+    stats, dstds = [], []
+    for j0 in range(0, ny, step):
+        part = blocks4[j0 : j0 + step]
+        stats.append(_sigma_clip_rows(part.transpose(0, 2, 1, 3).reshape(-1, b * b), sigma,
+                                      maxiters))
+        if rms_method == "diff":
+            # Differences of horizontally adjacent pixels: a gradient across the box only
+            # shifts them, so their clipped spread / sqrt(2) is the pixel noise alone.
+            diffs = np.diff(part, axis=3).transpose(0, 2, 1, 3).reshape(-1, b * (b - 1))
+            dstds.append(_sigma_clip_rows(diffs, sigma, maxiters)[2])
+            del diffs
+    med, mean, std, cnt = (np.concatenate(column) for column in zip(*stats, strict=True))
+    rms_values = np.concatenate(dstds) / math.sqrt(2.0) if rms_method == "diff" else std
+    del work, blocks4, stats, dstds
 
     if estimator == "median":
         mesh = med
@@ -1330,6 +1356,7 @@ def detect_stars(
     # A floor (1e-5 of the sky level, well above float32 round-off of the background fit)
     # keeps noiseless synthetic images from detecting round-off as stars.
     level = float(np.nanmedian(np.abs(bkg[r0:r1, c0:c1])))
+    del bkg  # not needed any more: keeps the memory peak of the star finder down
     floor = max(1e-5 * level, 1e-6 * float(np.max(np.abs(sub))), 1e-30)
     threshold = threshold_sigma * np.maximum(rms[r0:r1, c0:c1], floor)
     finder = DAOStarFinder(
