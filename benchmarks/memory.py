@@ -64,7 +64,9 @@ async def services_job(args: argparse.Namespace, report: C.Report) -> None:
     try:
         await bus.connect()
         for name in SERVICES:
-            procs[name] = C.start_service(name, namespace, tmp / "data", tmp / "logs")
+            extra = ({"TESS_FFI_PREFETCH": str(args.photometer_prefetch)}
+                     if name == "photometer" and args.photometer_prefetch else {})
+            procs[name] = C.start_service(name, namespace, tmp / "data", tmp / "logs", **extra)
         for route in ROUTES.values():
             for group in route.groups:
                 await C.wait_consumers(bus, bus.queue_name(route.topic, group), 1)
@@ -112,7 +114,9 @@ async def services_job(args: argparse.Namespace, report: C.Report) -> None:
     for name in SERVICES:
         value = C.mb(max(hwm.get(name, 0), peak.get(name, 0)))
         limit = targets.get(name)
-        report.add(f"peak RSS during a job: {name}", value, "MB",
+        label = (f"{name} (prefetch {args.photometer_prefetch})"
+                 if name == "photometer" and args.photometer_prefetch else name)
+        report.add(f"peak RSS during a job: {label}", value, "MB",
                    f"< {limit} MB" if limit else "", (value < limit) if limit else None,
                    note=f"sampled max {C.mb(peak.get(name, 0)):.0f} MB, while FFIs stream "
                    f"(after the star list) {C.mb(streaming.get(name, 0)):.0f} MB")
@@ -249,6 +253,8 @@ def main(argv: list[str] | None = None) -> C.Report | None:
                    help="cadence counts for the aggregator's store")
     p.add_argument("--full", action="store_true",
                    help=f"also {FULL_SECTOR_CADENCES} cadences (a full sector; slow)")
+    p.add_argument("--photometer-prefetch", type=int, default=None,
+                   help="TESS_FFI_PREFETCH of the photometer (default: the service default, 2)")
     p.add_argument("--skip-services", action="store_true")
     p.add_argument("--skip-store", action="store_true")
     p.add_argument("--store-child", type=int, default=None, help=argparse.SUPPRESS)

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> C.Report:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--stars", type=int, default=C.N_STARS)
     p.add_argument("--frames", type=int, default=4, help="distinct simulated FFIs")
-    p.add_argument("--ffis", type=int, default=32, help="FFIs published per configuration")
+    p.add_argument("--ffis", type=int, default=64, help="FFIs published per configuration")
     p.add_argument("--prefetch", type=int, nargs="+", default=[1, 2],
                    help="TESS_FFI_PREFETCH of the photometers (the service default is 2)")
     args = p.parse_args(argv)

@@ -24,6 +24,7 @@ __all__ = [
     "QualityFlags",
     "TESS_DQUALITY_MASK",
     "DEFAULT_BAD_BITS",
+    "SPOC_DEFAULT_BITMASK",
     "SATURATION_E_S",
     "is_good",
     "good_mask",
@@ -64,9 +65,11 @@ TESS_DQUALITY_MASK = 0xFFFF
 #: 1.98 s exposure (Vanderspek et al. 2018; stars brighter than Tmag ~6.8 saturate).
 SATURATION_E_S = 1.3e5 / 1.98
 
-#: Bits that make a measurement unusable for variability analysis by default. Scattered light
-#: (4096) and straylight (2048) are flags of caution, not exclusion, as in SPOC's default mask.
-DEFAULT_BAD_BITS = int(
+#: SPOC's recommended mask of "definitely bad" cadences (lightkurve's default): attitude
+#: tweak, safe mode, coarse and Earth point, Argabrightening, momentum dump, manual exclude,
+#: impulsive outlier, bad calibration. Scattered light (4096) and straylight (2048) are flags
+#: of caution, not exclusion.
+SPOC_DEFAULT_BITMASK = int(
     QualityFlags.ATTITUDE_TWEAK
     | QualityFlags.SAFE_MODE
     | QualityFlags.COARSE_POINT
@@ -76,9 +79,12 @@ DEFAULT_BAD_BITS = int(
     | QualityFlags.MANUAL_EXCLUDE
     | QualityFlags.IMPULSIVE_OUTLIER
     | QualityFlags.BAD_CALIBRATION
-    | QualityFlags.SATURATED
-    | QualityFlags.NEGATIVE_FLUX
-    | QualityFlags.OUTSIDE
+)
+
+#: Bits that make a measurement unusable for variability analysis by default: SPOC's mask
+#: plus this pipeline's saturated, negative-flux and off-chip measurements.
+DEFAULT_BAD_BITS = SPOC_DEFAULT_BITMASK | int(
+    QualityFlags.SATURATED | QualityFlags.NEGATIVE_FLUX | QualityFlags.OUTSIDE
 )
 
 

@@ -85,6 +85,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.special import erf
+
 from tess_ffi.shared.quality import QualityFlags
 
 __all__ = [

@@ -60,4 +60,7 @@ def atomic_write_table(table: pa.Table, path: Path | str, **kwargs: Any) -> None
 
 def atomic_write_json(data: Any, path: Path | str) -> None:
     """Write a JSON file atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True)))
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
+
+    atomic_write(path, write)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 from scipy.special import erf
+
 from tess_ffi.services.photometer.photometry import (
     FFI_SHAPE,
     SCIENCE_COLS,

@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
+
 from tess_ffi.shared import simulation as simmod
 from tess_ffi.shared.quality import QualityFlags
 from tess_ffi.shared.simulation import (
@@ -28,7 +29,7 @@ from tess_ffi.shared.simulation import (
     science_mask,
 )
 
-FORMAT_REFS = Path("/work/shared/data/tess/format_refs")
+FORMAT_REFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tess" / "format_refs"
 # The real calibrated-FFI name, as the MAST bulk scripts use it.
 REAL_NAME_RE = re.compile(r"^tess(\d{13})-s(\d{4})-([1-4])-([1-4])-(\d{4})-s_ffic\.fits$")
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from tess_ffi.shared.bus import Delivery, PermanentError
 from tess_ffi.shared.config import output_dir
@@ -198,9 +199,9 @@ class AggregatorService(Service):
         if stars is None or not store.stored_cadences():
             return 0
         ids = stars.column("star_id").to_numpy()
-        ra = dict(zip(ids.tolist(), stars.column("ra").to_pylist()))
-        dec = dict(zip(ids.tolist(), stars.column("dec").to_pylist()))
-        tmag = dict(zip(ids.tolist(), stars.column("tmag").to_pylist()))
+        ra = dict(zip(ids.tolist(), stars.column("ra").to_pylist(), strict=True))
+        dec = dict(zip(ids.tolist(), stars.column("dec").to_pylist(), strict=True))
+        tmag = dict(zip(ids.tolist(), stars.column("tmag").to_pylist(), strict=True))
         n_cadences = max(1, len(store.stored_cadences()))
         chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_cadences)
         chunks = store.iter_lightcurves(ids, chunk=chunk)
@@ -223,16 +224,20 @@ class AggregatorService(Service):
         self, job: JobSpec, chunks: Any, compaction: Compaction | None, ids: np.ndarray,
         ra: dict[int, float], dec: dict[int, float], tmag: dict[int, float],
     ) -> None:
-        while (table := await asyncio.to_thread(next, chunks, None)) is not None:
+        while True:
+            chunk: pa.Table | None = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
             # Light curves are sent as stored (quantized), so a rerun sends the same values.
-            if compaction is not None:
-                table = await asyncio.to_thread(compaction.write, table)
+            table: pa.Table = (
+                chunk if compaction is None else await asyncio.to_thread(compaction.write, chunk)
+            )
             star_col = table.column("star_id").to_numpy()
             starts = np.flatnonzero(np.r_[True, star_col[1:] != star_col[:-1]])
             bounds = np.r_[starts, len(star_col)]
             cols = {c: table.column(c).to_numpy() for c in ("btjd", "flux", "flux_err", "quality")}
             pending = []
-            for a, b in zip(bounds[:-1], bounds[1:]):
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 sid = int(star_col[a])
                 pending.append(
                     self.bus.publish(

@@ -50,9 +50,7 @@ class SimSource(FFISource):
 
     @cached_property
     def sector(self):  # type: ignore[no-untyped-def]
-        from tess_ffi.shared.simulation import SimulatedSector
-
-        from tess_ffi.shared.simulation import simulation_config
+        from tess_ffi.shared.simulation import SimulatedSector, simulation_config
 
         return SimulatedSector(simulation_config(self.job))
 

@@ -45,6 +45,7 @@ from scipy import ndimage
 from scipy.interpolate import make_interp_spline
 from scipy.spatial import cKDTree
 from scipy.special import erf
+
 from tess_ffi.shared.quality import QualityFlags
 
 __all__ = [
