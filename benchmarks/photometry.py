@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> C.Report:
     res = fap(ffi.image, w.x, w.y, uncertainty=ffi.uncertainty, weights=w)
     ok = np.isfinite(res.flux) & np.isfinite(pu_flux) & (np.abs(pu_flux) > 100)
     agree = float(np.median(np.abs(res.flux[ok] - pu_flux[ok]) / np.abs(pu_flux[ok])))
-    bkg_agree = float(np.nanmax(np.abs(res.bkg - pu_bkg) / np.abs(pu_bkg)))
+    inner = ~(res.quality.astype(bool))  # photutils also uses collateral pixels near edges
+    bkg_agree = float(np.nanmax(np.abs(res.bkg - pu_bkg)[inner] / np.abs(pu_bkg)[inner]))
 
     ms = 1e3
     med = C.median
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> C.Report:
                note=f"wall {med(recycled['prod']) * ms:.1f} ms; first frame incl. weights "
                f"build {first.s * ms:.0f} ms")
     report.add("photutils photometry per FFI (best of runs, wall)", min(pu_t) * ms, "ms",
-               note=f"flux agrees to {agree:.1e} (median rel.), bkg to {bkg_agree:.1e} (max rel.)")
+               note=f"same numbers: flux to {agree:.1e} (median rel.), bkg to {bkg_agree:.1e} "
+               "(max rel., stars without quality flags)")
     speedup = min(pu_t) / med(recycled["prod"])
     report.add("photutils / product (product incl. FITS decode, wall)", speedup, "x", ">= 20",
                speedup >= 20)

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from tess_ffi.shared.quality import QualityFlags
+from tess_ffi.shared.quality import SPOC_DEFAULT_BITMASK, QualityFlags
 
 __all__ = [
     "FORMATS",
@@ -61,20 +61,6 @@ __all__ = [
 
 FORMATS = ("spoc", "tess-spoc", "tglc", "qlp", "tesscut", "spoc-tpf")
 
-#: SPOC's recommended mask of "definitely bad" cadences (as lightkurve's default): attitude
-#: tweak, safe mode, coarse and Earth point, Argabrightening, momentum dump, manual exclude,
-#: impulsive outlier, bad calibration.
-SPOC_DEFAULT_BITMASK = int(
-    QualityFlags.ATTITUDE_TWEAK
-    | QualityFlags.SAFE_MODE
-    | QualityFlags.COARSE_POINT
-    | QualityFlags.EARTH_POINT
-    | QualityFlags.ARGABRIGHTENING
-    | QualityFlags.MOMENTUM_DUMP
-    | QualityFlags.MANUAL_EXCLUDE
-    | QualityFlags.IMPULSIVE_OUTLIER
-    | QualityFlags.BAD_CALIBRATION
-)
 _EXCLUDE = int(QualityFlags.MANUAL_EXCLUDE)
 
 FloatArray = npt.NDArray[np.float64]
