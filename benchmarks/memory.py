@@ -195,7 +195,8 @@ def store_child(n_cadences: int, n_stars: int, root: Path) -> dict[str, Any]:
     stop.set()
     pass_peak = max(peak["rss"], 0)
     disk = sum(p.stat().st_size for p in store.photometry_dir.glob("*.parquet"))
-    return {"compacted": compaction is not None, "disk_before": disk_before,"cadences": n_cadences, "stars": n_stars, "base_rss": base, "write_peak": write_peak,
+    return {"compacted": compaction is not None, "disk_before": disk_before,
+            "cadences": n_cadences, "stars": n_stars, "base_rss": base, "write_peak": write_peak,
             "pass_peak": pass_peak, "hwm": C.proc_status(pid)["VmHWM"], "t_write": t_write,
             "t_pass": t_pass, "chunk": chunk, "chunks": -(-n_stars // chunk), "sent": sent,
             "disk": disk}

@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> C.Report:
     res = fap(ffi.image, w.x, w.y, uncertainty=ffi.uncertainty, weights=w)
     ok = np.isfinite(res.flux) & np.isfinite(pu_flux) & (np.abs(pu_flux) > 100)
     agree = float(np.median(np.abs(res.flux[ok] - pu_flux[ok]) / np.abs(pu_flux[ok])))
-    inner = ~(res.quality.astype(bool))  # photutils also uses collateral pixels near edges
+    # Away from the science-area edges (photutils also uses the collateral pixels there).
+    inner = (w.x > 44 + 8) & (w.x < 2092 - 9) & (w.y > 8) & (w.y < 2048 - 9)
     bkg_agree = float(np.nanmax(np.abs(res.bkg - pu_bkg)[inner] / np.abs(pu_bkg)[inner]))
 
     ms = 1e3
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> C.Report:
                f"build {first.s * ms:.0f} ms")
     report.add("photutils photometry per FFI (best of runs, wall)", min(pu_t) * ms, "ms",
                note=f"same numbers: flux to {agree:.1e} (median rel.), bkg to {bkg_agree:.1e} "
-               "(max rel., stars without quality flags)")
+               "(max rel., stars 8 px or more inside the science area)")
     speedup = min(pu_t) / med(recycled["prod"])
     report.add("photutils / product (product incl. FITS decode, wall)", speedup, "x", ">= 20",
                speedup >= 20)

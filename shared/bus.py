@@ -71,6 +71,23 @@ __all__ = [
 log = structlog.get_logger("tess_ffi.bus")
 
 
+#: Bodies above this size are encoded and decoded in a worker thread: compressing an FFI
+#: takes tens of milliseconds, which must not stall the event loop (or the heartbeats).
+OFF_LOOP_BYTES = 256 * 1024
+
+
+def _blob_bytes(message: Message) -> int:
+    return sum(
+        getattr(v, "nbytes", 0) for v in vars(message).values() if not isinstance(v, str)
+    )
+
+
+async def _off_loop_if_large(size: int, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(func, *args, **kwargs)
+    return func(*args, **kwargs)
+
+
 class BusError(RuntimeError):
     """The bus cannot do what was asked (unroutable message, message over the size limit)."""
 
@@ -191,7 +208,7 @@ class Bus(ABC):
     ) -> None:
         """Decode, run the handler, and retry or dead-letter it: the same on every transport."""
         try:
-            message = decode_message(body)
+            message = await _off_loop_if_large(len(body), decode_message, body)
         except ContractError as exc:
             await dead_letter(f"invalid message: {exc}", delivery.attempt)
             self.dead_lettered += 1
@@ -319,7 +336,8 @@ class EmbeddedBus(Bus):
                 queues.remove(q)
 
     async def publish(self, message: Message) -> None:
-        await self.publish_raw(message.TOPIC, message.encode(), schema=message.SCHEMA)
+        body = await _off_loop_if_large(_blob_bytes(message), message.encode)
+        await self.publish_raw(message.TOPIC, body, schema=message.SCHEMA)
 
     async def publish_raw(self, topic: Topic, body: bytes, *, schema: str = "unknown") -> None:
         if not self._connected:
@@ -578,9 +596,10 @@ class RabbitBus(Bus):
     async def publish(self, message: Message) -> None:
         if self._exchange is None:
             raise BusError("RabbitMQ bus is not connected")
-        await self.publish_raw(
-            message.TOPIC, message.encode(compression=self.compression), schema=message.SCHEMA
+        body = await _off_loop_if_large(
+            _blob_bytes(message), message.encode, compression=self.compression
         )
+        await self.publish_raw(message.TOPIC, body, schema=message.SCHEMA)
 
     async def publish_raw(self, topic: Topic, body: bytes, *, schema: str = "unknown") -> None:
         if self._exchange is None:

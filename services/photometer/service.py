@@ -218,7 +218,9 @@ class PhotometerService(Service):
     name = "photometer"
 
     async def start(self) -> None:
-        await self.subscribe(Topic.FFI, self.on_ffi)
+        # One image in hand at a time: a second prefetched 20 MB message costs memory and,
+        # measured, no throughput (the bound is CPU).
+        await self.subscribe(Topic.FFI, self.on_ffi, prefetch=1)
         await self.subscribe(Topic.REFERENCE, self.on_reference, prefetch=1)
 
     async def on_reference(self, message: Any, delivery: Delivery) -> None:

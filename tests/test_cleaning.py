@@ -1,0 +1,216 @@
+"""Light-curve cleaning (services/aggregator/cleaning.py) on synthetic light curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tess_ffi.services.aggregator.cleaning import (
+    CLEANING_BAD_BITS,
+    clean_lightcurves,
+    clip_outliers,
+    common_mode,
+    epoch_quality,
+    good_points,
+    orbit_edge_windows,
+    robust_std,
+    select_reference,
+    window_mask,
+)
+from tess_ffi.shared.quality import QualityFlags
+
+N_STARS = 200
+SLOPE = 0.004
+DT = 1800 / 86400
+
+
+def _time() -> np.ndarray:
+    """Two 13-day orbits at 30 min with a 1-day gap: 1248 cadences."""
+    t = np.arange(1248) * DT
+    return t + np.where(np.arange(1248) >= 624, 1.0, 0.0)
+
+
+def _sector(seed: int = 0):
+    """200 stars with a common trend (orbit ramps, a per-cadence pointing term and a term
+    that grows across the CCD), white noise set by brightness, and a few variables."""
+    rng = np.random.default_rng(seed)
+    t = _time()
+    n = N_STARS
+    x, y = rng.uniform(44, 2092, n), rng.uniform(0, 2048, n)
+    tmag = rng.uniform(9.0, 14.0, n)
+    sigma = 2e-4 * 10 ** (0.3 * (tmag - 9.0))  # 0.02 % at Tmag 9 to 0.6 % at Tmag 14
+    orbit_t = np.where(t < 13.5, t, t - 14.0)
+    ramp = 0.015 * np.exp(-orbit_t / 0.7) - 0.01 * np.exp(-(13.0 - orbit_t) / 1.2)
+    jitter = 0.002 * rng.standard_normal(t.size)
+    slope = SLOPE * np.sin(2 * np.pi * t / 9.0)
+    trend = (1.0 + ramp[None, :] + jitter[None, :]
+             + (x[:, None] / 2048.0) * slope[None, :])
+    flux0 = 10_000 * 10 ** (-0.4 * (tmag - 10))
+    white = 1.0 + sigma[:, None] * rng.standard_normal((n, t.size))
+    signal = np.ones((n, t.size))
+    variables = rng.choice(n, 20, replace=False)
+    for k, i in enumerate(variables):  # 20 sinusoidal variables, 0.5-5 %
+        signal[i] = 1 + 0.005 * (1 + k % 10) * np.sin(2 * np.pi * t / (0.7 + 0.37 * k))
+    flux = flux0[:, None] * trend * white * signal
+    err = flux0[:, None] * sigma[:, None] * np.ones((1, t.size))
+    quality = np.zeros((n, t.size), dtype=np.int64)
+    return dict(t=t, flux=flux, err=err, quality=quality, x=x, y=y, tmag=tmag, sigma=sigma,
+                variables=variables, trend=trend, white=white, signal=signal, flux0=flux0)
+
+
+@pytest.fixture(scope="module")
+def sector():
+    return _sector()
+
+
+def test_common_trend_is_removed_to_white_noise(sector) -> None:
+    s = sector
+    const = np.setdiff1d(np.arange(N_STARS), s["variables"])
+    raw = s["flux"] / np.median(s["flux"], axis=1, keepdims=True)
+    raw_ratio = robust_std(raw, axis=1)[const] / s["sigma"][const]
+    model = common_mode(s["flux"], s["err"], s["quality"], s["x"], s["y"], s["tmag"])
+    corrected = s["flux"] / model
+    resid = corrected / np.median(corrected, axis=1, keepdims=True)
+    ratio = robust_std(resid, axis=1)[const] / s["sigma"][const]
+    assert np.median(raw_ratio) > 2.5  # the trend dominates before
+    assert np.median(ratio) < 1.10, np.median(ratio)  # white noise after
+    assert np.percentile(ratio, 90) < 1.25, np.percentile(ratio, 90)
+    # The model is the injected trend (up to the per-star normalisation).
+    trend = s["trend"] / np.median(s["trend"], axis=1, keepdims=True)
+    m = model / np.median(model, axis=1, keepdims=True)
+    bright = const[s["tmag"][const] < 11]
+    assert np.median(robust_std(m[bright] - trend[bright], axis=1)) < 1e-3
+    # The variables keep their signal.
+    var = s["variables"]
+    sig = s["signal"][var] / np.median(s["signal"][var], axis=1, keepdims=True)
+    left = resid[var] - sig
+    assert np.median(robust_std(left, axis=1) / s["sigma"][var]) < 1.3
+
+
+def test_reference_is_quiet_and_a_star_is_never_its_own_reference(sector) -> None:
+    s = sector
+    ref = select_reference(s["flux"], s["quality"], s["x"], s["y"], s["tmag"], flux_err=s["err"])
+    assert len(ref) > 0.7 * N_STARS
+    strong = [i for k, i in enumerate(s["variables"]) if k % 10 >= 1]  # >= 1 % amplitude
+    assert not set(strong) & set(ref.ids.tolist())
+    # With one neighbour a star using itself would model its own noise away.
+    model = common_mode(s["flux"], s["err"], s["quality"], s["x"], s["y"], s["tmag"],
+                        n_neighbours=1, reference=ref, fit_scale=False)
+    resid = s["flux"] / model
+    resid /= np.median(resid, axis=1, keepdims=True)
+    in_ref = ref.ids
+    assert np.all(robust_std(resid[in_ref], axis=1) > 0.7 * s["sigma"][in_ref])
+
+
+def test_chunked_use_with_a_reference_from_a_sample_matches_the_whole(sector) -> None:
+    """How the aggregator would use it: a reference picked once from a sample of stars,
+    then the model built chunk by chunk of stars."""
+    s = sector
+    sample = np.arange(0, N_STARS, 2)
+    ref = select_reference(s["flux"][sample], s["quality"][sample], s["x"][sample],
+                           s["y"][sample], s["tmag"][sample], flux_err=s["err"][sample],
+                           ids=sample)
+    parts = []
+    for a in range(0, N_STARS, 64):
+        sl = slice(a, a + 64)
+        parts.append(common_mode(s["flux"][sl], None, s["quality"][sl], s["x"][sl], s["y"][sl],
+                                 s["tmag"][sl], reference=ref, ids=np.arange(N_STARS)[sl]))
+    model = np.concatenate(parts)
+    corrected = s["flux"] / model
+    resid = corrected / np.median(corrected, axis=1, keepdims=True)
+    const = np.setdiff1d(np.arange(N_STARS), s["variables"])
+    ratio = robust_std(resid, axis=1)[const] / s["sigma"][const]
+    assert np.median(ratio) < 1.12
+
+
+def test_eclipse_and_flare_survive_clipping_and_cotrending() -> None:
+    s = _sector(seed=1)
+    t = s["t"]
+    flux = s["flux"].copy()
+    order = np.argsort(s["tmag"])
+    ecl_star, flare_star = int(order[40]), int(order[60])  # Tmag about 10
+    # Eclipses: 8 % deep, 6 cadences (3 h) with a one-point ingress and egress, P = 3.7 d.
+    phase = ((t - 1.3) / 3.7 + 0.5) % 1.0 - 0.5
+    dur = 3 / 24
+    depth = 0.08 * np.clip((dur / 2 - np.abs(phase * 3.7)) / (DT * 1.0), 0.0, 1.0)
+    flux[ecl_star] *= 1.0 - depth
+    # A flare: rises within one cadence, decays over about 4 (peak +30 %).
+    tf = 17.3
+    dtf = t - tf
+    profile = np.where(dtf < 0, np.exp(-0.5 * (dtf / 0.004) ** 2), np.exp(-np.maximum(dtf, 0) / (2.5 * DT)))
+    flux[flare_star] *= 1.0 + 0.3 * profile
+    out = clean_lightcurves(t, flux, s["err"], s["quality"], s["x"], s["y"], s["tmag"])
+    assert out.flux_raw is not None and np.array_equal(out.flux_raw, flux)  # raw kept
+    in_ecl = depth > 0.02
+    assert in_ecl.sum() >= 20
+    assert out.mask[ecl_star, in_ecl].all(), "eclipse points were clipped"
+    measured = 1.0 - out.flux_norm[ecl_star, in_ecl]
+    assert np.allclose(measured, depth[in_ecl], atol=0.01)
+    in_flare = 0.3 * profile > 10 * s["sigma"][flare_star]
+    assert in_flare.sum() >= 3
+    assert out.mask[flare_star, in_flare].all(), "flare points were clipped"
+    peak = int(np.argmax(profile))
+    assert out.flux_norm[flare_star, peak] == pytest.approx(1.0 + 0.3 * profile[peak], abs=0.02)
+    assert ecl_star not in out.reference.ids and flare_star not in out.reference.ids
+    # Almost nothing else is clipped.
+    assert out.outliers.mean() < 1e-3
+
+
+def test_isolated_single_point_outliers_are_clipped() -> None:
+    rng = np.random.default_rng(7)
+    t = _time()
+    n = 50
+    noise = 0.001
+    flux = 1.0 + noise * rng.standard_normal((n, t.size))
+    rows = rng.integers(0, n, 200)
+    cols = rng.integers(2, t.size - 2, 200)
+    keep = np.unique(rows * t.size + cols)
+    rows, cols = keep // t.size, keep % t.size
+    isolated = np.ones(rows.size, dtype=bool)  # drop pairs of adjacent injections
+    same_row_adjacent = (np.diff(rows) == 0) & (np.diff(cols) <= 5)
+    isolated[1:] &= ~same_row_adjacent
+    isolated[:-1] &= ~same_row_adjacent
+    rows, cols = rows[isolated], cols[isolated]
+    signs = rng.choice([-1.0, 1.0], rows.size)
+    flux[rows, cols] += signs * noise * rng.uniform(8, 30, rows.size)
+    mask = clip_outliers(t, flux)
+    assert mask[rows, cols].mean() >= 0.98
+    clean = np.ones_like(mask)
+    clean[rows, cols] = False
+    assert mask[clean].mean() < 2e-4
+    # One light curve at a time gives the same answer; NaN points are skipped.
+    assert np.array_equal(clip_outliers(t, flux[rows[0]]), mask[rows[0]])
+    f1 = flux[rows[0]].copy()
+    f1[cols[0] - 1] = np.nan
+    assert clip_outliers(t, f1)[cols[0]]
+
+
+def test_epoch_quality_flags_scattered_light_cadences() -> None:
+    rng = np.random.default_rng(3)
+    t = _time()
+    f = 1.0 + 0.002 * rng.standard_normal((300, t.size))
+    bad = np.zeros(t.size, dtype=bool)
+    bad[600:624] = True  # the end of orbit 1: every star twice as noisy
+    f[:, bad] = 1.0 + 0.004 * rng.standard_normal((300, int(bad.sum())))
+    quality = np.zeros(f.shape, dtype=np.int64)
+    quality[:, 100] = int(QualityFlags.MOMENTUM_DUMP)
+    eq = epoch_quality(f, quality)
+    assert eq.bad[bad].all()
+    assert eq.bad[100] and eq.frac_flagged[100] == 1.0
+    assert eq.bad.sum() == bad.sum() + 1
+
+
+def test_masks_and_windows() -> None:
+    t = _time()
+    windows = orbit_edge_windows(t, start_days=0.5, end_days=1.0)
+    assert len(windows) == 4
+    inside = window_mask(t, windows)
+    assert inside[0] and inside[623] and inside[624] and inside[-1] and not inside[300]
+    q = np.zeros(t.size, dtype=np.int64)
+    q[10] = int(QualityFlags.MOMENTUM_DUMP)
+    q[20] = int(QualityFlags.SCATTERED_LIGHT)  # caution, not exclusion
+    q[30] = int(QualityFlags.SATURATED)
+    ok = good_points(np.ones(t.size), q, time=t, windows=windows)
+    assert not ok[10] and ok[300] and not ok[30] and not ok[0]
+    assert good_points(np.ones(t.size), q)[20]
+    assert CLEANING_BAD_BITS & int(QualityFlags.MOMENTUM_DUMP)
