@@ -106,7 +106,7 @@ def two_sectors(data_dir: Path, out1: Path) -> dict[int, int]:
     top = int(read(out1 / "candidates.parquet")["star_id"].iloc[0])
     s2["tic_id"] = np.where(s2["star_id"] == mapping[top], float(TIC), np.nan)
     pq.write_table(pa.Table.from_pandas(s2, preserve_index=False), out2 / "stars.parquet")
-    for f in sorted((out1 / "photometry.parquet").glob("cadence-*.parquet")):
+    for f in sorted((out1 / "photometry.parquet").glob("*.parquet")):
         p = pq.read_table(f).to_pandas()
         p["star_id"] = p["star_id"].map(mapping)
         p["btjd"] += 27.4

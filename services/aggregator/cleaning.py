@@ -15,9 +15,14 @@ The steps, in the order :func:`clean_lightcurves` applies them:
    (:func:`window_mask`, :func:`orbit_edge_windows`).
 2. **Common mode.** :func:`select_reference` picks quiet stars (complete, never flagged,
    scatter close to their own point-to-point noise once a provisional common mode is
-   removed); :func:`common_mode` models each star's systematics as a weighted, clipped mean
-   of the normalised light curves of its nearest quiet neighbours in ``(x, y, tmag)``
-   (never itself), scaled to the star by a robust least-squares fit. The corrected flux is
+   removed, no run of outlying points) and derives the ensemble's cotrending basis: the
+   principal components of their noise-weighted light curves that stand above the noise.
+   :func:`common_mode` gives each star a local common mode, the weighted, clipped mean of
+   the normalised light curves of its nearest quiet neighbours in ``(x, y, tmag)`` (never
+   itself), interpolated to its position; then fits the star with that local mode and the
+   basis vectors (each star responds to a pointing excursion or to scattered light in its
+   own proportions), robustly and with its neighbours' coefficients as a prior, so that a
+   variable star's own signal is not fitted away. The corrected flux is
    ``flux / model``; the raw flux is kept.
 3. **Epochs.** :func:`epoch_quality` flags cadences where many stars are flagged or where the
    ensemble's scatter (in units of each star's own noise) is an outlier: scattered light,
@@ -48,6 +53,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -548,6 +554,15 @@ class ReferenceEnsemble:
     ids : numpy.ndarray of int
         Identifiers (star ids, or indices into the arrays the ensemble was selected from),
         so that a star is never its own reference.
+    basis : numpy.ndarray
+        ``(n_components, n_cadences)`` orthonormal principal components of the ensemble's
+        noise-weighted light curves that stand above the noise (cotrending basis vectors:
+        the shapes of the systematics that different stars see in different proportions,
+        e.g. the flux lost to a pointing excursion depends on where a star sits in its
+        pixel).
+    coef : numpy.ndarray or None
+        ``(n_ref, 1 + n_components)`` each reference star's fitted coefficients of its own
+        local common mode and of the basis: the prior of its neighbours' coefficients.
     """
 
     flux_norm: FloatArray
@@ -556,6 +571,8 @@ class ReferenceEnsemble:
     tmag: FloatArray
     scatter: FloatArray
     ids: npt.NDArray[np.int64]
+    basis: FloatArray
+    coef: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -644,6 +661,29 @@ def _ensemble_mean(
     return out
 
 
+def _principal_components(
+    flux_norm: FloatArray, scatter: FloatArray, n_components: int | str, max_components: int,
+    threshold: float = 1.25,
+) -> FloatArray:
+    """Leading right singular vectors of the noise-weighted ensemble ``(f - 1) / scatter``
+    (entries winsorised at 5 so that one star's event cannot make a component). With
+    ``"auto"``, those whose singular value exceeds ``threshold`` times the top of the noise
+    bulk (estimated by the ``max_components + 2``-th value), at most ``max_components``."""
+    n, c = flux_norm.shape
+    if n < 3 or c < 3:
+        return np.zeros((0, c))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (flux_norm - 1.0) / scatter[:, None]
+    z = np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -5.0, 5.0)
+    _, sv, vt = np.linalg.svd(z, full_matrices=False)
+    if n_components == "auto":
+        floor_at = min(max_components + 2, sv.size - 1)
+        k = int(np.sum(sv[:max_components] > threshold * sv[floor_at]))
+    else:
+        k = min(int(n_components), sv.size)
+    return np.asarray(vt[:k])
+
+
 def select_reference(
     flux: npt.ArrayLike,
     quality: npt.ArrayLike | None,
@@ -664,8 +704,10 @@ def select_reference(
     mag_scale: float = 0.5,
     max_stars: int | None = None,
     seed: int = 0,
+    n_components: int | str = "auto",
+    max_components: int = 8,
 ) -> ReferenceEnsemble:
-    """Pick the quiet stars that model the common mode.
+    """Pick the quiet stars that model the common mode, and their cotrending basis.
 
     Candidates are complete (at least ``min_completeness`` usable points) and never carry a
     star-level flag (:data:`STAR_FLAG_BITS`). A provisional common mode (median of the ``n_
@@ -702,6 +744,11 @@ def select_reference(
         Keep at most this many quiet stars (a random subset, ``seed``).
     seed : int
         Seed of that subset.
+    n_components : int or "auto"
+        Principal components kept as :attr:`ReferenceEnsemble.basis`; ``"auto"``: those
+        clearly above the noise (at most ``max_components``).
+    max_components : int
+        Most components with ``"auto"``.
 
     Returns
     -------
@@ -728,14 +775,21 @@ def select_reference(
     q = star_quality(fn, quality)
     cand = np.flatnonzero((q.completeness >= min_completeness) & ~q.flagged)
     empty = ReferenceEnsemble(np.zeros((0, f.shape[1])), np.zeros(0), np.zeros(0), np.zeros(0),
-                              np.zeros(0), np.zeros(0, dtype=np.int64))
+                              np.zeros(0), np.zeros(0, dtype=np.int64),
+                              np.zeros((0, f.shape[1])))
     if cand.size < 2:
         return empty
     pts = _scaled_points(xa[cand], ya[cand], ma[cand], xy_scale, mag_scale)
     nb = _neighbour_ids(pts, ida[cand], pts, ida[cand], n_neighbours)
-    provisional = _ensemble_mean(fn[cand], None, nb, clip=np.inf)
+    provisional = np.nan_to_num(_ensemble_mean(fn[cand], None, nb, clip=np.inf) - 1.0)
+    # A provisional systematics model of every candidate (its neighbours' median and the
+    # candidates' leading components, fitted to it): quietness is judged on what is left,
+    # whatever the star's own mix of the systematics.
     with np.errstate(invalid="ignore", divide="ignore"):
-        resid = fn[cand] / provisional
+        s1 = robust_std(fn[cand] - 1.0 - provisional, axis=1)
+    basis0 = _principal_components(fn[cand], s1, n_components, max_components)
+    fit0, _ = _fit_design(fn[cand] - 1.0, provisional, basis0)
+    resid = fn[cand] - fit0
     rq = star_quality(resid)
     quiet = np.isfinite(rq.robust_scatter) & (rq.robust_scatter > 0)
     with np.errstate(invalid="ignore"), _quiet_nan_warnings():
@@ -755,10 +809,95 @@ def select_reference(
     if max_stars is not None and sel.size > max_stars:
         sel = np.sort(np.random.default_rng(seed).choice(sel, max_stars, replace=False))
     rows = cand[sel]
-    return ReferenceEnsemble(
-        flux_norm=fn[rows], x=xa[rows], y=ya[rows], tmag=ma[rows],
-        scatter=rq.robust_scatter[sel], ids=ida[rows],
+    scatter = rq.robust_scatter[sel]
+    ref = ReferenceEnsemble(
+        flux_norm=fn[rows], x=xa[rows], y=ya[rows], tmag=ma[rows], scatter=scatter,
+        ids=ida[rows],
+        basis=_principal_components(fn[rows], scatter, n_components, max_components),
     )
+    if len(ref) < 2:
+        return ref
+    # Each reference star's own coefficients (its local mode from the other references):
+    # the prior that neighbours give a star in common_mode.
+    local, _ = _local_mode(ref, ref.x, ref.y, ref.tmag, ref.ids, n_neighbours, xy_scale,
+                           mag_scale, 4.0, True)
+    _, coef = _fit_design(ref.flux_norm - 1.0, local, ref.basis)
+    return dataclasses.replace(ref, coef=coef)
+
+
+def _fit_design(
+    y: FloatArray, local: FloatArray, basis: FloatArray, *,
+    prior: tuple[FloatArray, FloatArray] | None = None, clip: float = 4.0,
+    iterations: int = 3, ridge: float = 1e-6,
+) -> tuple[FloatArray, FloatArray]:
+    """Per star, least squares of ``y`` (normalised flux - 1, NaN where unusable) on its
+    local common mode and the shared ``basis``, repeated without the star's own points more
+    than ``clip`` sigma off the fit (eclipses and flares do not pull it).
+
+    With a ``prior`` (mean and variance of each coefficient, ``(n, p)`` each), the result is
+    the maximum a posteriori estimate with the star's noise taken as the scatter of its
+    residuals: a quiet star's coefficients come from its data, a variable star's (whose
+    residuals hold its own signal) lean on its neighbours', so that the basis does not
+    absorb its variability. Returns the fit ``(n, c)`` and the coefficients ``(n, p)``."""
+    n, c = y.shape
+    k = basis.shape[0]
+    p = 1 + k
+    out = np.zeros((n, c))
+    coefs = np.zeros((n, p))
+    block = max(16, min(_BLOCK, 4_000_000 // max(p * c, 1)))
+    eye = np.eye(p)
+    for a in range(0, n, block):  # blocks of stars bound memory; each vectorised
+        yy = y[a : a + block]
+        m = yy.shape[0]
+        x = np.concatenate([local[a : a + block][:, None, :],
+                            np.broadcast_to(basis, (m, k, c))], axis=1)  # (m, p, c)
+        valid = np.isfinite(yy)
+        use = valid
+        y0 = np.where(valid, yy, 0.0)
+        for _ in range(iterations):  # a fit, then refits without the star's own outliers
+            xw = x * use[:, None, :]
+            lhs = xw @ x.transpose(0, 2, 1)
+            scale = np.trace(lhs, axis1=1, axis2=2) / p
+            lhs += ridge * np.maximum(scale, 1e-30)[:, None, None] * eye
+            rhs = xw @ y0[:, :, None]
+            coef = np.linalg.solve(lhs, rhs)  # (m, p, 1)
+            fit = (coef.transpose(0, 2, 1) @ x)[:, 0, :]
+            resid = np.where(valid, yy - fit, np.nan)
+            s = robust_std(resid, axis=1)
+            with np.errstate(invalid="ignore"):
+                use = valid & (np.abs(resid) <= clip * s[:, None])
+        if prior is not None:
+            mu, var = (v[a : a + block] for v in prior)
+            ok = np.isfinite(mu) & np.isfinite(var) & (var > 0)
+            inv_prior = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)  # no prior: flat
+            s2 = np.maximum(s * s, 1e-30)[:, None, None]
+            post = lhs / s2 + inv_prior[:, :, None] * eye
+            coef = np.linalg.solve(post, rhs / s2 + (inv_prior * np.nan_to_num(mu))[:, :, None])
+            fit = (coef.transpose(0, 2, 1) @ x)[:, 0, :]
+        out[a : a + block] = fit
+        coefs[a : a + block] = coef[:, :, 0]
+    return out, coefs
+
+
+def _local_mode(
+    reference: ReferenceEnsemble, x: FloatArray, y: FloatArray, tmag: FloatArray,
+    ids: npt.NDArray[np.int64], n_neighbours: int, xy_scale: float, mag_scale: float,
+    clip: float, gradient: bool,
+) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """Each star's local common mode (its neighbours' combined normalised flux, minus 1; 0
+    where there is none) and the reference rows of its neighbours (-1: none)."""
+    ref_pts = _scaled_points(reference.x, reference.y, reference.tmag, xy_scale, mag_scale)
+    pts = _scaled_points(x, y, tmag, xy_scale, mag_scale)
+    nb = _neighbour_ids(ref_pts, reference.ids, pts, ids, min(n_neighbours, len(reference)))
+    lam = None
+    if gradient:
+        safe = np.maximum(nb, 0)
+        offsets = np.stack([(reference.x[safe] - x[:, None]) / xy_scale,
+                            (reference.y[safe] - y[:, None]) / xy_scale], axis=2)
+        inv_var = 1.0 / reference.scatter[safe] ** 2
+        lam = _interpolation_weights(offsets, inv_var, nb >= 0)
+    mean = _ensemble_mean(reference.flux_norm, reference.scatter, nb, clip, lam)
+    return np.nan_to_num(mean - 1.0), nb
 
 
 def common_mode(
@@ -777,8 +916,7 @@ def common_mode(
     xy_scale: float = 256.0,
     mag_scale: float = 0.5,
     clip: float = 4.0,
-    fit_scale: bool = True,
-    max_scale: float = 3.0,
+    fit: bool = True,
     gradient: bool = True,
 ) -> FloatArray:
     """Per-star multiplicative systematics model from quiet neighbours.
@@ -790,9 +928,12 @@ def common_mode(
     variances or, with ``gradient``, the minimum-variance weights that also cancel a
     systematic varying linearly across the neighbourhood (neighbours rarely sit evenly
     around a star, least of all near the edges of the CCD or in a sparse field). With
-    ``fit_scale``, the star's own normalised flux is fitted as ``1 + a * (mean - 1)``
-    (least squares, twice, dropping its points more than 4 sigma off: eclipses and flares
-    do not pull the fit), ``0 <= a <= max_scale``. Divide the flux by the model.
+    ``fit``, the star's own normalised flux minus 1 is then fitted (least squares, then
+    twice more without its points more than 4 sigma off, so eclipses and flares do not pull
+    the fit) by that local common mode and the ensemble's cotrending basis vectors
+    (:attr:`ReferenceEnsemble.basis`): each star gets its own mix of the systematics, as
+    its response to a pointing excursion or to scattered light depends on the star. The
+    model is 1 plus the fit; divide the flux by it.
 
     Parameters
     ----------
@@ -820,10 +961,9 @@ def common_mode(
         Distance scales.
     clip : float
         Per-point rejection of neighbours, in units of each neighbour's noise.
-    fit_scale : bool
-        Fit the model's amplitude to each star.
-    max_scale : float
-        Largest amplitude of the fit.
+    fit : bool
+        Fit the local common mode and the basis vectors to each star (else the model is
+        the local common mode as it is).
     gradient : bool
         Interpolate the neighbours to the star's position (cancelling a linear gradient of
         the systematics in ``x, y``) instead of averaging them.
@@ -836,7 +976,7 @@ def common_mode(
     Examples
     --------
     >>> rng = np.random.default_rng(4)
-    >>> trend = 1 + 0.05 * np.linspace(-1, 1, 200) ** 2
+    >>> trend = 1 + 0.05 * np.linspace(-1, 1, 200) ** 2     # the same for every star
     >>> f = 500 * trend * (1 + 0.002 * rng.standard_normal((50, 200)))
     >>> pos = rng.uniform(0, 2048, (2, 50))
     >>> model = common_mode(f, None, None, pos[0], pos[1], np.full(50, 11.0))
@@ -863,37 +1003,21 @@ def common_mode(
         raise ValueError(
             f"reference has {reference.flux_norm.shape[1]} cadences, flux has {c}"
         )
-    ref_pts = _scaled_points(reference.x, reference.y, reference.tmag, xy_scale, mag_scale)
-    pts = _scaled_points(xa, ya, ma, xy_scale, mag_scale)
-    nb = _neighbour_ids(ref_pts, reference.ids, pts, ida, min(n_neighbours, len(reference)))
-    lam = None
-    if gradient:
-        safe = np.maximum(nb, 0)
-        offsets = np.stack([(reference.x[safe] - xa[:, None]) / xy_scale,
-                            (reference.y[safe] - ya[:, None]) / xy_scale], axis=2)
-        inv_var = 1.0 / reference.scatter[safe] ** 2
-        lam = _interpolation_weights(offsets, inv_var, nb >= 0)
-    mean = _ensemble_mean(reference.flux_norm, reference.scatter, nb, clip, lam)
-    basis = mean - 1.0
-    if fit_scale:
-        fn = normalise(f, ok)
-        yv = fn - 1.0
-        use = np.isfinite(yv) & np.isfinite(basis)
-        for _ in range(3):  # least squares, then twice without the star's own 4-sigma outliers
-            b = np.where(use, basis, 0.0)
-            yy = np.where(use, yv, 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                a = np.sum(b * yy, axis=1) / np.sum(b * b, axis=1)
-            a = np.clip(np.nan_to_num(a, nan=1.0), 0.0, max_scale)
-            resid = np.where(np.isfinite(yv) & np.isfinite(basis), yv - a[:, None] * basis,
-                             np.nan)
-            s = robust_std(resid, axis=1)
-            with np.errstate(invalid="ignore"):
-                use = np.isfinite(resid) & (np.abs(resid) <= 4.0 * s[:, None])
-        scale = a
+    local, nb = _local_mode(reference, xa, ya, ma, ida, n_neighbours, xy_scale, mag_scale,
+                            clip, gradient)
+    if not fit:
+        model = 1.0 + local
     else:
-        scale = np.ones(n)
-    model = 1.0 + scale[:, None] * basis
+        prior = None
+        if reference.coef is not None and reference.coef.shape[1] == 1 + len(reference.basis):
+            coef = np.where((nb >= 0)[:, :, None], reference.coef[np.maximum(nb, 0)], np.nan)
+            with _quiet_nan_warnings():
+                mu = np.nanmedian(coef, axis=1)
+            spread = np.stack([robust_std(coef[:, :, j], axis=1) for j in range(coef.shape[2])],
+                              axis=1)  # one per coefficient: a handful
+            prior = (mu, spread**2 + 1e-12)
+        fitted, _ = _fit_design(normalise(f, ok) - 1.0, local, reference.basis, prior=prior)
+        model = 1.0 + fitted
     return np.asarray(np.where(np.isfinite(model) & (model > 0), model, 1.0))
 
 

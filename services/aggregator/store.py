@@ -257,6 +257,11 @@ class JobStore:
         dataset = self.dataset()
         columns = PHOTOMETRY_COLUMNS
         for start in range(0, len(star_ids), chunk):
-            ids = pa.array(star_ids[start : start + chunk])
-            table = dataset.to_table(columns=columns, filter=pc.field("star_id").isin(ids))
+            ids = np.asarray(star_ids[start : start + chunk])
+            # A range filter lets Parquet skip row groups by their statistics (files are in
+            # star order); the exact membership test then runs on what is left.
+            wanted = (pc.field("star_id") >= int(ids.min())) & (pc.field("star_id") <= int(ids.max()))
+            if len(ids) != int(ids.max()) - int(ids.min()) + 1:
+                wanted = wanted & pc.field("star_id").isin(pa.array(ids))
+            table = dataset.to_table(columns=columns, filter=wanted)
             yield table.sort_by([("star_id", "ascending"), ("cadence", "ascending")])

@@ -62,12 +62,22 @@ def _rows(path: Path) -> int | None:
         return None
 
 
-def _first_btjd(path: Path) -> float | None:
-    try:
-        col = pq.read_table(path, columns=["btjd"]).column("btjd")
-        return float(col[0].as_py()) if len(col) else None
-    except Exception:  # noqa: BLE001
-        return None
+def _btjd_span(folder: Path) -> tuple[float | None, float | None]:
+    """First and last BTJD stored, from the Parquet footers' statistics (no data is read)."""
+    lows: list[float] = []
+    highs: list[float] = []
+    for path in folder.glob("*.parquet"):
+        try:
+            meta = pq.ParquetFile(path).metadata
+            index = meta.schema.names.index("btjd")
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(index).statistics
+                if stats is not None and stats.has_min_max:
+                    lows.append(float(stats.min))
+                    highs.append(float(stats.max))
+        except (OSError, ValueError):
+            continue
+    return (min(lows), max(highs)) if lows else (None, None)
 
 
 def _size_mb(folder: Path) -> float:
@@ -113,9 +123,7 @@ def data_inventory(
         candidates = _rows(folder / "candidates.parquet")
         start = end = cadence_s = None
         if cadences:
-            phot = folder / "photometry.parquet"
-            start = _first_btjd(phot / f"cadence-{cadences[0]:06d}.parquet")
-            end = _first_btjd(phot / f"cadence-{cadences[-1]:06d}.parquet")
+            start, end = _btjd_span(folder / "photometry.parquet")
             if start is not None and end is not None and cadences[-1] > cadences[0]:
                 cadence_s = round((end - start) / (cadences[-1] - cadences[0]) * 86400.0, 1)
         rows.append({

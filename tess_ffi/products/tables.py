@@ -70,6 +70,7 @@ _SECTOR_DIR = re.compile(r"^sector_(\d{3,})$")
 _TARGET_DIR = re.compile(r"^cam([1-4])_ccd([1-4])$")
 _LABEL = re.compile(r"^s(\d+)-([1-4])-([1-4])$")
 _CADENCE_FILE = re.compile(r"^cadence-(\d{6,})\.parquet$")
+_COMPACT_FILE = re.compile(r"^compact-[0-9a-f]+\.parquet$")
 
 
 class ProductError(ValueError):
@@ -212,13 +213,28 @@ def read_job_state(target: Target, data_dir: Path | str | None = None) -> dict[s
 
 
 def stored_cadences(target: Target, data_dir: Path | str | None = None) -> list[int]:
-    """Cadences with stored photometry (from the file names; nothing is read)."""
+    """Cadences with stored photometry: per-cadence files while a job runs, and the cadences
+    compacted into star-major files when it completed (from ``job.json``, else read from the
+    compacted files' ``cadence`` column)."""
     folder = target.path(default_data_dir(data_dir)) / "photometry.parquet"
     if not folder.is_dir():
         return []
-    return sorted(
-        int(m.group(1)) for e in os.scandir(folder) if (m := _CADENCE_FILE.match(e.name))
-    )
+    found: set[int] = set()
+    compact: list[str] = []
+    for entry in os.scandir(folder):
+        if m := _CADENCE_FILE.match(entry.name):
+            found.add(int(m.group(1)))
+        elif _COMPACT_FILE.match(entry.name):
+            compact.append(entry.path)
+    if compact:
+        listed = read_job_state(target, data_dir).get("compacted_cadences")
+        if isinstance(listed, list):
+            found.update(int(c) for c in listed)
+        else:
+            for path in compact:
+                column = pq.read_table(path, columns=["cadence"]).column("cadence")
+                found.update(pc.unique(column).to_pylist())
+    return sorted(found)
 
 
 def expected_cadences(target: Target, data_dir: Path | str | None = None) -> int:
