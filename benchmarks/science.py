@@ -120,7 +120,7 @@ KNOWN_PERIODS: dict[int, tuple[float, bool]] = {218795833: (1.2652, False),
 NOT_VARIABLE_TICS = (389023759,)
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {"n_stars": 1500, "n_cadences": 1248, "cadence_skip": 2, "seed": 11,
+    "full": {"n_stars": 1500, "n_cadences": 1248, "cadence_skip": 1, "seed": 11,
              "variable_fraction": 0.3},
     "quick": {"n_stars": 300, "n_cadences": 1248, "cadence_skip": 6, "seed": 11,
               "variable_fraction": 0.3},
@@ -410,12 +410,142 @@ def _truth_model_half(sim: Any, cadences: npt.NDArray[np.int64]) -> tuple[FloatA
     return now, later
 
 
-def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[str, Any]:
-    """Score the pipeline's outputs in ``out_dir`` against the simulator's truth."""
+def _period_precision(sim: Any, cadences: npt.NDArray[np.int64], rows: npt.NDArray[np.intp],
+                      sigma: FloatArray, good: npt.NDArray[np.bool_]) -> FloatArray:
+    """Cramer-Rao bound of the relative period error, ``sigma_P / P``, of each matched star
+    from its truth model on its good cadences (the phase is referred to the middle of the
+    data, where it is uncorrelated with the period); NaN for stars without a period."""
+    from tess_ffi.shared import simulation as S
+
+    t = sim.tmid[cadences][None, :]
+    t_mid = 0.5 * (float(t.min()) + float(t.max()))
+    eps = 1e-5
+    deriv = np.full((cadences.size, sim.n_stars), np.nan)
+    for cls, params in sim._vars.items():  # six classes
+        idx = sim._var_index[cls]
+        if idx.size == 0 or cls == "FLARE":
+            continue
+        shaped = {k: (v[:, None] if v.ndim == 1 else v) for k, v in params.items()}
+        out = []
+        for sign in (1.0, -1.0):
+            q = dict(shaped)
+            q["period"] = shaped["period"] * (1 + sign * eps)
+            q["epoch"] = t_mid - (t_mid - shaped["epoch"]) * (1 + sign * eps)
+            out.append(S._MODELS[cls](t, q))
+        deriv[:, idx] = ((out[0] - out[1]) / (2 * eps)).T  # dm / d(ln P)
+    d = deriv[:, rows].T
+    ok = good & np.isfinite(d)
+    info = np.sum(np.where(ok, (d / np.where(ok, sigma, 1.0)) ** 2, 0.0), axis=1)
+    with np.errstate(divide="ignore"):
+        return np.where(info > 0, 1.0 / np.sqrt(info), np.nan)
+
+
+def _analyze_rows(args: tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]
+                  ) -> list[tuple[float, str]]:
+    from tess_ffi.services.analyzer.variability import analyze_lightcurve
+
+    t, flux, err, keep = args
+    out = []
+    for f, e, k in zip(flux, err, keep, strict=True):  # one light curve each, as the analyzer
+        r = analyze_lightcurve(t[k], f[k], e[k])
+        out.append((r.period, r.var_class))
+    return out
+
+
+def analyze_cleaned(t: FloatArray, flux: FloatArray, err: FloatArray,
+                    keep: npt.NDArray[np.bool_], workers: int = 2
+                    ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
+    """``analyze_lightcurve`` on every row (points where ``keep``), ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    parts = np.array_split(np.arange(flux.shape[0]), max(1, 4 * workers))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        res = [r for chunk in pool.map(_analyze_rows, [(t, flux[p], err[p], keep[p])
+                                                        for p in parts]) for r in chunk]
+    return (np.array([r[0] for r in res], dtype=float),
+            np.array([r[1] for r in res], dtype=object))
+
+
+def _score_periods(
+    report: C.Report, tag: str, m: pd.DataFrame, found_period: npt.ArrayLike,
+    found_class: npt.ArrayLike, snr: FloatArray, hsnr: FloatArray, prec: FloatArray,
+    near_var: npt.NDArray[np.bool_], *, info: bool,
+) -> dict[str, Any]:
+    """Recovery per class and false alarms for one set of analyzer results."""
+    cls = m["var_class"].to_numpy()
+    found = np.asarray(found_class, dtype=object)
+    half_ok = hsnr < HALF_PERIOD_MAX_SNR
+    ok = period_ok(found_period, m["period"], half_ok)
+    elig = np.isin(cls, PERIODIC) & (snr >= MIN_SNR)
+    resolvable = elig & (2.0 * prec <= PERIOD_TOL)
+    rec = recovery_by_class(cls[elig], ok[elig])
+    rec_res = recovery_by_class(cls[resolvable], ok[resolvable])
+    figs: dict[str, Any] = {"recovery": {}, "recovery_resolvable": {}}
+    for c, (n, k, f) in rec.items():
+        figs["recovery"][c] = {"n": n, "recovered": k, "fraction": f}
+        n2, k2, f2 = rec_res[c]
+        figs["recovery_resolvable"][c] = {"n": n2, "recovered": k2, "fraction": f2}
+        note = (f"{k}/{n}; P/2 allowed for {int((half_ok & elig & (cls == c)).sum())}; "
+                f"{k2}/{n2} where the data fix P to 0.5 % (2 sigma)")
+        if info:
+            report.add(f"{tag}recovery {c} (info)", 100 * f, "%", note=note)
+        else:
+            report.add(f"recovery {c}: period within 0.5 %, SNR >= {MIN_SNR:g}", 100 * f, "%",
+                       f">= {100 * RECOVERY_TARGET:g} %",
+                       bool(f >= RECOVERY_TARGET) if n else None, note=note)
+    if not info:
+        for c in PERIODIC:
+            e = elig & (cls == c)
+            if e.any():
+                classes = pd.Series(found[e]).value_counts().to_dict()
+                by_snr = []
+                for lo, hi in ((10, 20), (20, 50), (50, 200), (200, np.inf)):
+                    b = e & (snr >= lo) & (snr < hi)
+                    by_snr.append(f"{lo:g}-{hi:g}: {int((ok & b).sum())}/{int(b.sum())}")
+                report.note(f"{c}: classes found {classes}; recovered by SNR "
+                            + ", ".join(by_snr))
+        bad = elig & ~ok
+        misses = m[bad].assign(snr=snr[bad], half_snr=hsnr[bad], sigma_p=prec[bad],
+                               period_found=np.asarray(found_period, float)[bad],
+                               class_found=found[bad])
+        cols = ["var_class", "tmag", "period", "amplitude", "snr", "half_snr", "sigma_p",
+                "period_found", "class_found"]
+        figs["recovery_misses"] = misses[["sim_id", *cols]].to_dict(orient="records")
+        if len(misses):
+            print("  recovery misses (sigma_p: Cramer-Rao relative period error):")
+            with pd.option_context("display.width", 160, "display.max_rows", 100):
+                print(misses[cols].sort_values(["var_class", "snr"]).to_string(
+                    index=False, float_format=lambda v: f"{v:.4g}"))
+    const = cls == "CONST"
+    fa = false_alarm_fraction(found[const & ~near_var])
+    fa_all = false_alarm_fraction(found[const])
+    figs["false_alarm"], figs["false_alarm_all_const"] = fa, fa_all
+    note = f"{int((const & ~near_var).sum())} stars without a variable within {ISOLATION_PX:g} px"
+    if info:
+        report.add(f"{tag}false alarms (info)", 100 * fa, "%", note=note)
+    else:
+        report.add("false alarms: CONST classed variable", 100 * fa, "%",
+                   f"<= {100 * FALSE_ALARM_TARGET:g} %", fa <= FALSE_ALARM_TARGET, note=note)
+        report.add("false alarms over every CONST star (info)", 100 * fa_all, "%",
+                   note=f"{int(const.sum())} stars")
+        flagged = const & ~np.isin(found, ["CONST", "UNKNOWN"])
+        if flagged.any():
+            per = pd.Series(np.round(np.asarray(found_period, float)[flagged], 2))
+            report.note("CONST stars classed variable: classes "
+                        f"{pd.Series(found[flagged]).value_counts().to_dict()}, most common "
+                        f"periods {per.value_counts().head(6).to_dict()}")
+    return figs
+
+
+def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report, *,
+             cleaned: bool = False, workers: int = 2) -> dict[str, Any]:
+    """Score the pipeline's outputs in ``out_dir`` against the simulator's truth (and, with
+    ``cleaned``, the analyzer's results on the light curves cleaned by
+    ``services/aggregator/cleaning.py``)."""
     import pyarrow.dataset as ds
 
-    from tess_ffi.services.aggregator.cleaning import common_mode
-    from tess_ffi.shared.quality import DEFAULT_BAD_BITS
+    from tess_ffi.services.aggregator.cleaning import clean_lightcurves
+    from tess_ffi.shared.quality import DEFAULT_BAD_BITS, QualityFlags
     from tess_ffi.shared.simulation import SimulatedSector, simulation_config
 
     sim = SimulatedSector(simulation_config(job_spec(cfg)))
@@ -432,9 +562,8 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
     m = m.merge(var[["star_id", "period", "var_class", "n_points"]].rename(
         columns={"period": "period_found", "var_class": "class_found"}), on="star_id", how="left")
     unsat = ~truth["saturated"].to_numpy()
-    detectable = unsat & (truth["tmag"].to_numpy() <= 15.0)
     report.note(f"{len(stars)} stars detected, {len(m)} matched to the {len(truth)} injected "
-                f"({int(detectable.sum())} unsaturated); {int(truth['saturated'].sum())} "
+                f"({int(unsat.sum())} unsaturated); {int(truth['saturated'].sum())} "
                 "saturated truth stars left out")
     m = m[~m["saturated"].to_numpy()].reset_index(drop=True)
 
@@ -444,8 +573,8 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
     rows = m["truth_row"].to_numpy()
     sigma = (sim.expected_noise(RADIUS, list(cad), include_variability=False)
              / sim.expected_aperture_flux(RADIUS, list(cad), include_variability=False)).T[rows]
-    report.note(f"{len(cad)} cadences measured (of {sim.n_cadences}), {len(t)} time stamps; "
-                f"good points per star: median {int(np.median(good.sum(axis=1)))}")
+    report.note(f"{len(cad)} cadences measured (of {sim.n_cadences}); good points per star: "
+                f"median {int(np.median(good.sum(axis=1)))}")
 
     tx, ty, tmag = (truth[c].to_numpy() for c in ("x", "y", "tmag"))
     crowded = count_neighbours(tx, ty, tmag, ISOLATION_PX)[rows] > 0
@@ -453,6 +582,17 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
                                 among=truth["var_class"].to_numpy() != "CONST")[rows] > 0
     cls = m["var_class"].to_numpy()
     figures: dict[str, Any] = {}
+
+    # -- cleaning (services/aggregator/cleaning.py, not in the pipeline yet) ----------------
+    pos = stars.set_index("star_id").loc[m["star_id"], ["x", "y", "tmag"]].to_numpy()
+    quality = np.where(mat["quality"] < 0, int(QualityFlags.OUTSIDE), mat["quality"])
+    t0 = time.perf_counter()
+    clean = clean_lightcurves(t, mat["flux"], mat["flux_err"], quality, pos[:, 0], pos[:, 1],
+                              pos[:, 2])
+    report.note(f"cleaning: {len(clean.reference)} reference stars, "
+                f"{clean.reference.basis.shape[0]} basis vectors, "
+                f"{int(clean.epochs.bad.sum())} bad epochs, {int(clean.outliers.sum())} "
+                f"outliers clipped, {time.perf_counter() - t0:.0f} s")
 
     # -- precision --------------------------------------------------------------------------
     sel = (cls == "CONST") & (m["tmag"].to_numpy() >= 9) & (m["tmag"].to_numpy() <= 14) & ~crowded
@@ -463,14 +603,12 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
     figures["precision_ratio"] = prec
     report.add("precision: 1-h scatter / expected, const Tmag 9-14", prec, "x",
                f"<= {PRECISION_TARGET}", prec <= PRECISION_TARGET, note=f"{int(sel.sum())} stars")
-    # The same after cleaning.common_mode over every matched star (not in the pipeline yet).
-    allx = stars.set_index("star_id").loc[m["star_id"], ["x", "y", "tmag"]].to_numpy()
-    model = common_mode(mat["flux"], mat["flux_err"], np.where(good, 0, 1), allx[:, 0],
-                        allx[:, 1], allx[:, 2], bad_bits=1, good=good)
-    cot = binned_robust_scatter(t, (mat["flux"] / model)[sel], good[sel]) / expct
-    figures["precision_ratio_cotrended"] = float(np.nanmedian(cot))
-    report.add("precision after cleaning.common_mode (info)", float(np.nanmedian(cot)), "x",
-               note="not applied by the pipeline yet")
+    keep = clean.mask[sel]
+    cot = binned_robust_scatter(t, clean.flux_corrected[sel], keep) / \
+        expected_binned_noise(t, sigma[sel], keep)
+    figures["precision_ratio_cleaned"] = float(np.nanmedian(cot))
+    report.add("precision after cleaning.clean_lightcurves (info)", float(np.nanmedian(cot)),
+               "x", note="not applied by the pipeline yet")
     mags = m["tmag"].to_numpy()[sel]
     figures["precision_by_tmag"] = {}
     for lo in range(9, 14):
@@ -478,10 +616,10 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
         if b.any():
             figures["precision_by_tmag"][f"{lo}-{lo + 1}"] = {
                 "n": int(b.sum()), "ratio": float(np.nanmedian(ratio[b])),
-                "ratio_cotrended": float(np.nanmedian(cot[b])),
+                "ratio_cleaned": float(np.nanmedian(cot[b])),
                 "expected_ppm": float(np.nanmedian(expct[b]) * 1e6)}
             report.note(f"precision Tmag {lo}-{lo + 1}: median ratio {np.nanmedian(ratio[b]):.3f}, "
-                        f"cotrended {np.nanmedian(cot[b]):.3f} ({int(b.sum())} stars; expected "
+                        f"cleaned {np.nanmedian(cot[b]):.3f} ({int(b.sum())} stars; expected "
                         f"1-h noise {np.nanmedian(expct[b]) * 1e6:.0f} ppm)")
     sel_all = (cls == "CONST") & (m["tmag"].to_numpy() >= 9) & (m["tmag"].to_numpy() <= 14)
     r_all = binned_robust_scatter(t, mat["flux"][sel_all], good[sel_all]) / \
@@ -489,59 +627,20 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[st
     report.note(f"precision including crowded stars: {np.nanmedian(r_all):.3f} "
                 f"({int(sel_all.sum())} stars)")
 
-    # -- recovery ---------------------------------------------------------------------------
+    # -- recovery and false alarms ----------------------------------------------------------
     rel = sim.relative_flux_all()[cad][:, rows].T  # exposure-averaged truth at the cadences
     snr = signal_snr(rel, sigma, good)
     now, later = _truth_model_half(sim, cad)
     hsnr = half_period_snr(now[:, rows].T, later[:, rows].T, sigma, good)
-    half_ok = hsnr < HALF_PERIOD_MAX_SNR
-    ok = period_ok(m["period_found"], m["period"], half_ok)
-    periodic = np.isin(cls, PERIODIC)
-    elig = periodic & (snr >= MIN_SNR)
-    rec = recovery_by_class(cls[elig], ok[elig])
-    figures["recovery"] = {c: {"n": n, "recovered": k, "fraction": f} for c, (n, k, f) in
-                           rec.items()}
-    for c, (n, k, f) in rec.items():
-        report.add(f"recovery {c}: period within 0.5 %, SNR >= {MIN_SNR:g}", 100 * f, "%",
-                   f">= {100 * RECOVERY_TARGET:g} %", bool(f >= RECOVERY_TARGET) if n else None,
-                   note=f"{k}/{n}; P/2 allowed for {int((half_ok & elig & (cls == c)).sum())}")
-    found = m["class_found"].to_numpy()
-    for c in PERIODIC:
-        e = elig & (cls == c)
-        if e.any():
-            classes = pd.Series(found[e]).value_counts().to_dict()
-            by_snr = []
-            for lo, hi in ((10, 20), (20, 50), (50, 200), (200, np.inf)):
-                b = e & (snr >= lo) & (snr < hi)
-                by_snr.append(f"{lo:g}-{hi:g}: {int((ok & b).sum())}/{int(b.sum())}")
-            report.note(f"{c}: classes found {classes}; recovered by SNR " + ", ".join(by_snr))
-    misses = m[elig & ~ok].assign(snr=snr[elig & ~ok], half_snr=hsnr[elig & ~ok])
-    figures["recovery_misses"] = misses[["sim_id", "var_class", "tmag", "period", "amplitude",
-                                         "snr", "half_snr", "period_found", "class_found"]
-                                        ].to_dict(orient="records")
-    if len(misses):
-        with pd.option_context("display.width", 160, "display.max_rows", 80):
-            print(misses[["var_class", "tmag", "period", "amplitude", "snr", "half_snr",
-                          "period_found", "class_found"]].sort_values(["var_class", "snr"])
-                  .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-
-    # -- false alarms -----------------------------------------------------------------------
-    const = cls == "CONST"
-    fa = false_alarm_fraction(found[const & ~near_var])
-    fa_all = false_alarm_fraction(found[const])
-    figures["false_alarm"] = fa
-    figures["false_alarm_all_const"] = fa_all
-    report.add("false alarms: CONST classed variable", 100 * fa, "%",
-               f"<= {100 * FALSE_ALARM_TARGET:g} %", fa <= FALSE_ALARM_TARGET,
-               note=f"{int((const & ~near_var).sum())} stars without a variable within "
-                    f"{ISOLATION_PX:g} px")
-    report.add("false alarms over every CONST star (info)", 100 * fa_all, "%",
-               note=f"{int(const.sum())} stars")
-    flagged = m[const & np.isin(found, PERIODIC + ("FLARE",))]
-    if len(flagged):
-        report.note("CONST stars classed variable: " + ", ".join(
-            f"{r.class_found} P={r.period_found:.4g} Tmag {r.tmag:.1f}"
-            for r in flagged.itertuples()))
+    pprec = _period_precision(sim, cad, rows, sigma, good)
+    figures.update(_score_periods(report, "", m, m["period_found"], m["class_found"], snr,
+                                  hsnr, pprec, near_var, info=False))
+    if cleaned:
+        t0 = time.perf_counter()
+        p2, c2 = analyze_cleaned(t, clean.flux_corrected, clean.flux_err, clean.mask, workers)
+        report.note(f"analyzer on the cleaned light curves: {time.perf_counter() - t0:.0f} s")
+        figures["cleaned"] = _score_periods(report, "cleaned: ", m, p2, c2, snr, hsnr, pprec,
+                                            near_var, info=True)
     return figures
 
 
@@ -585,13 +684,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small sector for a smoke run")
     p.add_argument("--stars", type=int, help="number of stars (default 1500, quick 300)")
-    p.add_argument("--cadence-skip", type=int, help="every Kth FFI (default 2, quick 6)")
+    p.add_argument("--cadence-skip", type=int, help="every Kth FFI (default 1, quick 6)")
     p.add_argument("--seed", type=int)
     p.add_argument("--json", type=Path, help="write the figures as JSON to this file")
     p.add_argument("--data-dir", type=Path, help="keep the pipeline's outputs here")
     p.add_argument("--reuse", action="store_true",
                    help="score the outputs already in --data-dir instead of running again")
     p.add_argument("--no-real", action="store_true", help="skip the real light curves")
+    p.add_argument("--cleaned", action="store_true",
+                   help="also analyse the light curves cleaned by services/aggregator/cleaning.py"
+                        " (info figures; a few more minutes)")
+    p.add_argument("--workers", type=int, default=2, help="processes for --cleaned")
     args = p.parse_args(argv)
 
     from tess_ffi.shared.config import output_dir
@@ -617,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             report.add("pipeline wall time (info)", wall, "s",
                        note=f"{summary.get('stars')} stars, classes {summary.get('classes')}")
         t0 = time.perf_counter()
-        figures = evaluate(out, cfg, report)
+        figures = evaluate(out, cfg, report, cleaned=args.cleaned, workers=args.workers)
         report.note(f"scoring took {time.perf_counter() - t0:.0f} s")
         if not args.no_real:
             figures.update(real_data(report))

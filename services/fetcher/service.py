@@ -131,16 +131,26 @@ class FetcherService(Service):
         frames: list[np.ndarray] = []
         flagged: list[np.ndarray] = []
         header = ""
-        for cadence in reference_cadences(list(by_cadence)):
-            try:
-                _, ffi = await self._fetch_decoded(source, by_cadence[cadence])
-            except (FITSError, SourceError, OSError) as exc:
-                self.log.warning("reference frame skipped", cadence=cadence, error=str(exc))
-                continue
-            header = header or ffi.header.tostring()
-            (frames if ffi.dquality == 0 else flagged).append(ffi.image)
-            if len(frames) == REFERENCE_FRAMES:
-                break
+        candidates = reference_cadences(list(by_cadence))
+        # Fetched in parallel batches (as many as still needed, at most --workers at once):
+        # the star list is on the critical path of the whole job.
+        while candidates and len(frames) < REFERENCE_FRAMES:
+            batch_size = min(max(1, job.workers), REFERENCE_FRAMES - len(frames))
+            batch, candidates = candidates[:batch_size], candidates[batch_size:]
+            results = await asyncio.gather(
+                *(self._fetch_decoded(source, by_cadence[c]) for c in batch),
+                return_exceptions=True,
+            )
+            for cadence, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, (FITSError, SourceError, OSError)):
+                        raise result
+                    self.log.warning("reference frame skipped", cadence=cadence,
+                                     error=str(result))
+                    continue
+                _, ffi = result
+                header = header or ffi.header.tostring()
+                (frames if ffi.dquality == 0 else flagged).append(ffi.image)
         frames = frames or flagged[:REFERENCE_FRAMES]
         if not frames:
             raise SourceError(f"{job.job_id}: no readable frame to build the star list from")
