@@ -710,13 +710,15 @@ def select_reference(
     """Pick the quiet stars that model the common mode, and their cotrending basis.
 
     Candidates are complete (at least ``min_completeness`` usable points) and never carry a
-    star-level flag (:data:`STAR_FLAG_BITS`). A provisional common mode (median of the ``n_
-    neighbours`` nearest candidates in ``(x, y, tmag)``) is removed from each; a candidate is
-    quiet when the robust scatter of what remains is within ``max_excess`` of its own
-    point-to-point noise (no slow variability), at most ``max_outlier_fraction`` of its
-    points are more than 5 sigma off (no eclipses, transits or flares) and, with errors, its
-    point-to-point noise is within ``max_noise_ratio`` of its median error (no fast
-    variability).
+    star-level flag (:data:`STAR_FLAG_BITS`). A provisional systematics model is fitted to
+    each (the median of its ``n_neighbours`` nearest candidates in ``(x, y, tmag)`` and the
+    candidates' leading principal components); a candidate is quiet when the robust scatter
+    of what remains is within ``max_excess`` of its own point-to-point noise (no slow
+    variability), at most ``max_outlier_fraction`` of its points are more than 5 sigma off
+    (no eclipses, transits or flares) and, with errors, its point-to-point noise is within
+    ``max_noise_ratio`` of its median error (no fast variability). The quiet stars' own
+    principal components above the noise become the cotrending basis, and each one's
+    fitted coefficients the prior that :func:`common_mode` gives its neighbours.
 
     Parameters
     ----------
