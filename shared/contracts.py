@@ -57,6 +57,8 @@ __all__ = [
     "photometry_table",
     "star_catalog_table",
     "PHOTOMETRY_SCHEMA",
+    "STORED_PHOTOMETRY_SCHEMA",
+    "STORED_PHOTOMETRY_COLUMNS",
     "STAR_SCHEMA",
 ]
 
@@ -308,6 +310,25 @@ PHOTOMETRY_SCHEMA = pa.schema(
     ]
 )
 
+#: Stored photometry (the aggregator's Parquet dataset, what the products read): the
+#: per-FFI columns plus the cadence and its time, and ``flux_corrected`` (the flux divided by
+#: the light-curve cleaning's common-mode model; null until the job's light curves are built).
+STORED_PHOTOMETRY_SCHEMA = pa.schema(
+    [
+        ("star_id", pa.int64()),
+        ("cadence", pa.int32()),
+        ("btjd", pa.float64()),
+        ("flux", pa.float32()),
+        ("flux_err", pa.float32()),
+        ("bkg", pa.float32()),
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("quality", pa.int32()),
+        ("flux_corrected", pa.float32()),
+    ]
+)
+STORED_PHOTOMETRY_COLUMNS: list[str] = STORED_PHOTOMETRY_SCHEMA.names
+
 STAR_SCHEMA = pa.schema(
     [
         ("star_id", pa.int64()),
@@ -458,9 +479,15 @@ class FetchManifest(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class StarLightCurve(Message):
-    """One star's light curve (aggregator -> analyzer)."""
+    """One star's light curve (aggregator -> analyzer).
+
+    Version 2 adds ``flux_corrected`` (the raw ``flux`` divided by the cleaning's common-mode
+    model) and the cleaning's bits in ``quality``. A version 1 body (no corrected flux) still
+    decodes, with ``flux_corrected`` None.
+    """
 
     SCHEMA: ClassVar[str] = "tess_ffi.star_lightcurve"
+    VERSION: ClassVar[int] = 2
     TOPIC: ClassVar[Topic] = Topic.LIGHTCURVES
 
     star_id: int
@@ -472,6 +499,7 @@ class StarLightCurve(Message):
     flux: np.ndarray
     flux_err: np.ndarray
     quality: np.ndarray
+    flux_corrected: np.ndarray | None = None
 
     def message_id(self) -> str:
         return f"{self.SCHEMA}:{self.job.job_id}:{self.star_id}"
@@ -540,3 +568,5 @@ MESSAGE_TYPES: dict[tuple[str, int], type[Message]] = {
         JobEvent,
     )
 }
+# Light curves sent by a version-1 aggregator still in the queue after an upgrade.
+MESSAGE_TYPES[(StarLightCurve.SCHEMA, 1)] = StarLightCurve

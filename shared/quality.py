@@ -1,8 +1,9 @@
 """Quality bits carried by every photometric measurement.
 
 The low 16 bits are the TESS ``DQUALITY`` bits of the frame, copied unchanged (see the TESS
-Science Data Products Description, table 28). The bits from 20 up are this pipeline's own,
-set per star and per frame by the photometer.
+Science Data Products Description, table 28). Bits 20-24 are this pipeline's own, set per
+star and per frame by the photometer; bits 25-26 are set by the aggregator's light-curve
+cleaning (:data:`CLEANING_BITS`).
 
 Examples
 --------
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_BAD_BITS",
     "SPOC_DEFAULT_BITMASK",
     "SATURATION_E_S",
+    "CLEANING_BITS",
     "is_good",
     "good_mask",
 ]
@@ -57,6 +59,9 @@ class QualityFlags(enum.IntFlag):
     NEGATIVE_FLUX = 1 << 22
     OUTSIDE = 1 << 23
     CONTAMINATED = 1 << 24
+    # Set by the aggregator's light-curve cleaning (recomputed whenever it runs again).
+    OUTLIER = 1 << 25
+    BAD_EPOCH = 1 << 26
 
 
 TESS_DQUALITY_MASK = 0xFFFF
@@ -81,9 +86,15 @@ SPOC_DEFAULT_BITMASK = int(
     | QualityFlags.BAD_CALIBRATION
 )
 
+#: Bits the aggregator's cleaning sets: a single-point outlier (cosmic ray, glitch; eclipses
+#: and flares are kept) and a cadence where the whole ensemble of quiet stars is noisy
+#: (scattered light, pointing excursion).
+CLEANING_BITS = int(QualityFlags.OUTLIER | QualityFlags.BAD_EPOCH)
+
 #: Bits that make a measurement unusable for variability analysis by default: SPOC's mask
-#: plus this pipeline's saturated, negative-flux and off-chip measurements.
-DEFAULT_BAD_BITS = SPOC_DEFAULT_BITMASK | int(
+#: plus this pipeline's saturated, negative-flux and off-chip measurements and the points its
+#: cleaning rejected.
+DEFAULT_BAD_BITS = SPOC_DEFAULT_BITMASK | CLEANING_BITS | int(
     QualityFlags.SATURATED | QualityFlags.NEGATIVE_FLUX | QualityFlags.OUTSIDE
 )
 

@@ -259,3 +259,98 @@ def test_masks_and_windows() -> None:
     assert not ok[10] and ok[300] and not ok[30] and not ok[0]
     assert good_points(np.ones(t.size), q)[20]
     assert CLEANING_BAD_BITS & int(QualityFlags.MOMENTUM_DUMP)
+
+
+# -- the aggregator's chunked cleaner (services/aggregator/cleaner.py) --------------------------
+
+
+def _photometry_table(s, star_ids: np.ndarray | None = None):
+    """The sector as star-sorted stored photometry (star ids 1..N)."""
+    import pyarrow as pa
+
+    n, c = s["flux"].shape
+    rows = np.arange(n) if star_ids is None else np.asarray(star_ids) - 1
+    return pa.table({
+        "star_id": np.repeat(rows + 1, c).astype(np.int64),
+        "cadence": np.tile(np.arange(c), rows.size).astype(np.int32),
+        "btjd": np.tile(1325.0 + s["t"], rows.size),
+        "flux": s["flux"][rows].ravel().astype(np.float32),
+        "flux_err": s["err"][rows].ravel().astype(np.float32),
+        "quality": s["quality"][rows].ravel().astype(np.int32),
+    })
+
+
+def _star_list(s):
+    import pyarrow as pa
+
+    n = s["flux"].shape[0]
+    return pa.table({"star_id": np.arange(1, n + 1, dtype=np.int64), "x": s["x"], "y": s["y"],
+                     "tmag": s["tmag"]})
+
+
+def test_chunked_cleaner_corrects_each_chunk_as_the_whole_and_keeps_the_raw_flux(sector) -> None:
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner, reference_sample
+
+    s = sector
+    n, c = s["flux"].shape
+    table = _photometry_table(s)
+    # The reference from a seeded half of the stars, as the aggregator does for big jobs.
+    sample_ids = reference_sample(np.arange(1, n + 1), c, max_values=100 * c)
+    assert sample_ids.size == 100
+    cleaner = LightCurveCleaner.select(_photometry_table(s, sample_ids), _star_list(s))
+    assert len(cleaner.reference) > 50 and cleaner.reference.basis.shape[0] >= 1
+    whole = cleaner.clean(table)
+    parts = [cleaner.clean(_photometry_table(s, np.arange(a, min(a + 37, n + 1))))
+             for a in range(1, n + 1, 37)]
+    import pyarrow as pa
+
+    chunked = pa.concat_tables(parts)
+    np.testing.assert_array_equal(whole.column("flux_corrected").to_numpy(),
+                                  chunked.column("flux_corrected").to_numpy())
+    np.testing.assert_array_equal(whole.column("quality").to_numpy(),
+                                  chunked.column("quality").to_numpy())
+    np.testing.assert_array_equal(whole.column("flux").to_numpy(), table.column("flux").to_numpy())
+    corrected = whole.column("flux_corrected").to_numpy().reshape(n, c).astype(float)
+    const = np.setdiff1d(np.arange(n), s["variables"])
+    resid = corrected / np.median(corrected, axis=1, keepdims=True)
+    ratio = robust_std(resid, axis=1)[const] / s["sigma"][const]
+    assert np.median(ratio) < 1.15, np.median(ratio)
+    # The variables keep their signal: corrected / injected signal is white noise too.
+    v = s["variables"]
+    kept = resid[v] / s["signal"][v]
+    assert np.median(robust_std(kept / np.median(kept, axis=1, keepdims=True), axis=1)
+                     / s["sigma"][v]) < 1.3
+
+
+def test_chunked_cleaner_flags_outliers_and_bad_epochs_and_recomputes_its_bits(sector) -> None:
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner
+    from tess_ffi.shared.quality import CLEANING_BITS
+
+    s = dict(sector)
+    rng = np.random.default_rng(7)
+    flux = s["flux"].copy()
+    flux[:, 300] *= 1 + 0.05 * s["sigma"][:, None].ravel() / s["sigma"].min() \
+        * rng.standard_normal(N_STARS) * 0.2  # every star much noisier at one cadence
+    flux[17, 500] *= 1 + 40 * s["sigma"][17]  # a cosmic ray on one star
+    s["flux"] = flux
+    table = _photometry_table(s)
+    cleaner = LightCurveCleaner.select(table, _star_list(s))
+    assert 300 in np.flatnonzero(cleaner.bad_epochs)
+    out = cleaner.clean(table)
+    q = out.column("quality").to_numpy().reshape(N_STARS, -1)
+    assert q[17, 500] & QualityFlags.OUTLIER
+    assert np.all(q[:, 300] & QualityFlags.BAD_EPOCH)
+    assert (q[:, 200] & CLEANING_BITS).sum() == 0
+    # Cleaning again what was stored (bits included) gives the same bits, not more.
+    again = cleaner.clean(out.drop(["flux_corrected"]))
+    np.testing.assert_array_equal(again.column("quality").to_numpy(), q.ravel())
+
+
+def test_chunked_cleaner_refuses_photometry_of_unknown_stars(sector) -> None:
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner
+
+    s = sector
+    table = _photometry_table(s)
+    stars = _star_list(s).slice(0, N_STARS - 1)  # the last star is missing from the list
+    with pytest.raises(ValueError, match="not in the star list"):
+        LightCurveCleaner.select(table, stars)

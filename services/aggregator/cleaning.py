@@ -105,6 +105,8 @@ STAR_FLAG_BITS: int = int(
 _MAD_TO_STD = 1.4826
 #: Stars per block when neighbours' light curves are gathered (bounds memory).
 _BLOCK = 256
+#: Most values of one gathered block (stars x neighbours x cadences): 2e6 float64, 16 MB.
+_BLOCK_VALUES = 2_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,13 +639,14 @@ def _ensemble_mean(
     median (its own variability, a flare, a cosmic ray). Without ``ref_scatter``: the plain
     median."""
     out = np.empty((nb.shape[0], ref.shape[1]))
-    for a in range(0, nb.shape[0], _BLOCK):  # blocks of stars bound memory; each vectorised
-        blk = nb[a : a + _BLOCK]
+    step = max(1, min(_BLOCK, _BLOCK_VALUES // max(nb.shape[1] * ref.shape[1], 1)))
+    for a in range(0, nb.shape[0], step):  # blocks of stars bound memory; each vectorised
+        blk = nb[a : a + step]
         g = np.where((blk >= 0)[:, :, None], ref[np.maximum(blk, 0)], np.nan)  # (m, k, c)
         with _quiet_nan_warnings():
             med = np.nanmedian(g, axis=1)  # (m, c)
         if ref_scatter is None:
-            out[a : a + _BLOCK] = med
+            out[a : a + step] = med
             continue
         s = ref_scatter[np.maximum(blk, 0)][:, :, None]
         with np.errstate(invalid="ignore"):
@@ -651,13 +654,13 @@ def _ensemble_mean(
         if lam is None:
             w = np.where(keep, 1.0 / (s * s), 0.0)
         else:
-            w = np.where(keep, lam[a : a + _BLOCK][:, :, None], 0.0)
+            w = np.where(keep, lam[a : a + step][:, :, None], 0.0)
         sw = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             # Interpolation weights may be negative: fall back to the median where the
             # points kept no longer carry most of the weight.
             mean = np.sum(w * np.where(keep, g, 0.0), axis=1) / sw
-            out[a : a + _BLOCK] = np.where(sw > 0.5 if lam is not None else sw > 0, mean, med)
+            out[a : a + step] = np.where(sw > 0.5 if lam is not None else sw > 0, mean, med)
     return out
 
 

@@ -2,8 +2,9 @@
 
 It answers job requests with what is stored already (so the fetcher resumes), stores the star
 list and each FFI's photometry as Parquet (idempotently), tracks completeness against the
-fetcher's manifest, and once every expected cadence is stored or has failed, sends each star's
-light curve on to the analyzers.
+fetcher's manifest, and once every expected cadence is stored or has failed, cleans the light
+curves (:mod:`.cleaner`: common-mode correction, bad epochs, outliers; the raw flux is kept)
+and sends each star's on to the analyzers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tess_ffi.shared.contracts import (
 from tess_ffi.shared.runtime import Service
 from tess_ffi.shared.storage import StoreError
 
+from .cleaner import LightCurveCleaner, reference_sample
 from .store import Compaction, JobStore
 
 __all__ = ["AggregatorService"]
@@ -203,6 +205,13 @@ class AggregatorService(Service):
         dec = dict(zip(ids.tolist(), stars.column("dec").to_pylist(), strict=True))
         tmag = dict(zip(ids.tolist(), stars.column("tmag").to_pylist(), strict=True))
         n_cadences = max(1, len(store.stored_cadences()))
+        cleaner = await asyncio.to_thread(self._select_reference, store, stars, n_cadences)
+        self.job_status(job).update(reference_stars=len(cleaner.reference),
+                                    bad_epochs=int(cleaner.bad_epochs.sum()))
+        self.log.info("reference ensemble selected", job=job.job_id,
+                      reference_stars=len(cleaner.reference),
+                      basis_vectors=int(cleaner.reference.basis.shape[0]),
+                      bad_epochs=int(cleaner.bad_epochs.sum()))
         chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_cadences)
         chunks = store.iter_lightcurves(ids, chunk=chunk)
         # One pass over the photometry both sends the light curves and compacts the store
@@ -210,7 +219,7 @@ class AggregatorService(Service):
         # Nothing new since the last compaction (a rerun of a finished job): only read.
         compaction = Compaction(store) if store.has_uncompacted() else None
         try:
-            await self._send_chunks(job, chunks, compaction, ids, ra, dec, tmag)
+            await self._send_chunks(job, chunks, cleaner, compaction, ids, ra, dec, tmag)
         except BaseException:
             if compaction is not None:
                 await asyncio.to_thread(compaction.abort)
@@ -220,14 +229,22 @@ class AggregatorService(Service):
         self._compacted[job.job_id] = await asyncio.to_thread(store.compacted_cadences)
         return len(ids)
 
+    @staticmethod
+    def _select_reference(store: JobStore, stars: pa.Table, n_cadences: int) -> LightCurveCleaner:
+        sample_ids = reference_sample(stars.column("star_id").to_numpy(), n_cadences)
+        sample = next(store.iter_lightcurves(sample_ids, chunk=max(1, len(sample_ids))))
+        return LightCurveCleaner.select(sample, stars)
+
     async def _send_chunks(
-        self, job: JobSpec, chunks: Any, compaction: Compaction | None, ids: np.ndarray,
+        self, job: JobSpec, chunks: Any, cleaner: LightCurveCleaner,
+        compaction: Compaction | None, ids: np.ndarray,
         ra: dict[int, float], dec: dict[int, float], tmag: dict[int, float],
     ) -> None:
         while True:
             chunk: pa.Table | None = await asyncio.to_thread(next, chunks, None)
             if chunk is None:
                 break
+            chunk = await asyncio.to_thread(cleaner.clean, chunk)
             # Light curves are sent as stored (quantized), so a rerun sends the same values.
             table: pa.Table = (
                 chunk if compaction is None else await asyncio.to_thread(compaction.write, chunk)
@@ -235,7 +252,8 @@ class AggregatorService(Service):
             star_col = table.column("star_id").to_numpy()
             starts = np.flatnonzero(np.r_[True, star_col[1:] != star_col[:-1]])
             bounds = np.r_[starts, len(star_col)]
-            cols = {c: table.column(c).to_numpy() for c in ("btjd", "flux", "flux_err", "quality")}
+            cols = {c: table.column(c).to_numpy()
+                    for c in ("btjd", "flux", "flux_err", "quality", "flux_corrected")}
             pending = []
             for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 sid = int(star_col[a])
@@ -246,6 +264,7 @@ class AggregatorService(Service):
                             tmag=float(tmag[sid]), btjd=cols["btjd"][a:b],
                             flux=cols["flux"][a:b], flux_err=cols["flux_err"][a:b],
                             quality=cols["quality"][a:b],
+                            flux_corrected=cols["flux_corrected"][a:b],
                         )
                     )
                 )

@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from tess_ffi.shared.contracts import STORED_PHOTOMETRY_COLUMNS, STORED_PHOTOMETRY_SCHEMA
 from tess_ffi.shared.storage import StoreError, atomic_write_json, atomic_write_table
 
 __all__ = ["JobStore", "StoreError", "Compaction", "quantize_photometry", "PHOTOMETRY_COLUMNS"]
@@ -61,7 +62,9 @@ __all__ = ["JobStore", "StoreError", "Compaction", "quantize_photometry", "PHOTO
 _CADENCE_FILE = re.compile(r"^cadence-(\d{6,})\.parquet$")
 _COMPACT_FILE = re.compile(r"^compact-[0-9a-f]+\.parquet$")
 
-PHOTOMETRY_COLUMNS = ["star_id", "cadence", "btjd", "flux", "flux_err", "bkg", "x", "y", "quality"]
+#: Columns of the measurements themselves (every file has them; the compacted files also
+#: hold ``flux_corrected``, see :data:`~tess_ffi.shared.contracts.STORED_PHOTOMETRY_SCHEMA`).
+PHOTOMETRY_COLUMNS = [c for c in STORED_PHOTOMETRY_COLUMNS if c != "flux_corrected"]
 
 #: Row groups of per-cadence files: small enough that a read of a range of stars skips most.
 CADENCE_ROW_GROUP = 2048
@@ -75,7 +78,7 @@ COMPACT_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 6,
     "use_dictionary": ["star_id", "cadence", "btjd", "quality"],
-    "use_byte_stream_split": ["flux", "flux_err", "bkg", "x", "y"],
+    "use_byte_stream_split": ["flux", "flux_err", "bkg", "x", "y", "flux_corrected"],
 }
 
 
@@ -113,8 +116,14 @@ class Compaction:
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> pa.Table:
-        """Append star-sorted rows (chunks must come in star order); returns them as stored."""
-        table = quantize_photometry(table.select(PHOTOMETRY_COLUMNS))
+        """Append star-sorted rows (chunks must come in star order); returns them as stored.
+
+        Rows without ``flux_corrected`` (light curves not cleaned) store it as null."""
+        if "flux_corrected" not in table.column_names:
+            table = table.append_column(
+                "flux_corrected", pa.nulls(table.num_rows, type=pa.float32()))
+        table = quantize_photometry(
+            table.select(STORED_PHOTOMETRY_COLUMNS).cast(STORED_PHOTOMETRY_SCHEMA))
         try:
             if self._writer is None:
                 self._writer = pq.ParquetWriter(self.hidden, table.schema, **COMPACT_OPTIONS)
@@ -245,7 +254,9 @@ class JobStore:
         self.write_state(state)
 
     def dataset(self) -> ds.Dataset:
-        return ds.dataset(self.photometry_dir, format="parquet")
+        # One schema for per-cadence and compacted files alike (the former have no
+        # flux_corrected: it reads as null), whichever file the listing happens to see first.
+        return ds.dataset(self.photometry_dir, format="parquet", schema=STORED_PHOTOMETRY_SCHEMA)
 
     def read_photometry(self, columns: list[str] | None = None) -> pa.Table:
         if not self.photometry_dir.is_dir():

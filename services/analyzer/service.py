@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
+
 from tess_ffi.shared.bus import Delivery
 from tess_ffi.shared.contracts import StarLightCurve, StarVariability, Topic
 from tess_ffi.shared.runtime import Service
@@ -19,8 +21,16 @@ __all__ = ["AnalyzerService", "analyze_message"]
 
 
 def analyze_message(message: StarLightCurve) -> dict[str, Any]:
-    """Metrics of one light-curve message as a plain dict (the variability table's row)."""
-    result = analyze_lightcurve(message.btjd, message.flux, message.flux_err, message.quality)
+    """Metrics of one light-curve message as a plain dict (the variability table's row).
+
+    The corrected flux is analysed when the message has it (the common mode, which would
+    otherwise look like variability, removed); its errors scale with it."""
+    flux, flux_err = message.flux, message.flux_err
+    if message.flux_corrected is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            flux_err = flux_err * np.abs(message.flux_corrected / flux)
+        flux = message.flux_corrected
+    result = analyze_lightcurve(message.btjd, flux, flux_err, message.quality)
     return result.to_dict()
 
 
