@@ -1,7 +1,7 @@
 """Science benchmark: a simulated sector through the real pipeline, scored against the truth,
 and the analyzer on real TESS light curves with known answers.
 
-Run: ``python benchmarks/science.py [--quick] [--cleaned] [--json OUT] [--data-dir DIR [--reuse]]``
+Run: ``python benchmarks/science.py [--quick] [--json OUT] [--data-dir DIR [--reuse]]``
 
 What runs
 ---------
@@ -19,11 +19,6 @@ in-process on the embedded bus, exactly as ``tess-ffi process --source sim`` run
 * ``--quick``: 300 stars, ``cadence_skip=6`` (208 frames, 3-hour sampling) for a smoke run
   of about a minute. Its figures are not the targets' (at 3-hour sampling pulsators and
   contact binaries are above the Nyquist frequency, for one).
-* ``--cleaned`` (info): the light curves are also cleaned by
-  ``services/aggregator/cleaning.py`` (``clean_lightcurves``: common mode, bad epochs,
-  outliers; not in the pipeline yet) and analysed again with ``analyze_lightcurve`` (two
-  processes, ~4 more minutes), and the recovery and false-alarm figures are printed for
-  them too. The precision after cleaning is always printed.
 
 How the outputs are scored
 --------------------------
@@ -41,13 +36,14 @@ Expected noise
     stay within 15 % of the ideal.
 Precision (target <= 1.15)
     Constant truth stars of Tmag 9-14, isolated (no other truth star within 10 px less than
-    5 mag fainter). Each light curve (points without any of ``DEFAULT_BAD_BITS``) is divided
-    by its median and binned to 1 hour (bins start at the first cadence); measured = robust
-    standard deviation (1.4826 MAD) of the bin means; expected = median over bins of
-    ``sqrt(sum sigma_i**2) / n`` of the bin's points. The figure is the median over stars of
-    measured / expected. At 1800 s a 1-hour bin holds two exposures (one with
-    ``cadence_skip=2``). The same figure after ``services/aggregator/cleaning.py`` (not yet
-    in the pipeline) and per magnitude are printed for reference.
+    5 mag fainter). Each light curve (the pipeline's ``flux_corrected``, points without any of
+    ``DEFAULT_BAD_BITS``, the cleaning's included) is divided by its median and binned to 1
+    hour (bins start at the first cadence); measured = robust standard deviation (1.4826
+    MAD) of the bin means; expected = median over bins of ``sqrt(sum sigma_i**2) / n`` of
+    the bin's points. The figure is the median over stars of measured / expected. At 1800 s
+    a 1-hour bin holds two exposures (one with ``cadence_skip=2``). The same figure for the
+    raw ``flux`` (before the common-mode correction) and per magnitude are printed for
+    reference.
 Recovery (target >= 95 % per class)
     Injected EA, EW, ROT, DSCT and TRANSIT stars (matched, not saturated) with SNR >= 10,
     where SNR is the signal's optimal (matched-filter) S/N on the points actually measured:
@@ -345,7 +341,8 @@ def lightcurve_matrix(
 ) -> tuple[FloatArray, npt.NDArray[np.int64], dict[str, Any]]:
     """Long-format photometry to matrices ``(n_stars, n_cadences)`` in the order of
     ``star_ids``: returns the mid-exposure times, the cadence numbers and a dict of ``flux``,
-    ``flux_err`` (NaN where missing) and ``quality`` (-1 where missing).
+    ``flux_err``, ``flux_corrected`` when present (NaN where missing) and ``quality`` (-1
+    where missing).
 
     >>> phot = pd.DataFrame({"star_id": [2, 1, 2], "cadence": [0, 2, 2], "btjd": [1.0, 2.0, 2.0],
     ...                      "flux": [5.0, 6.0, 7.0], "flux_err": [1.0, 1.0, 1.0],
@@ -365,7 +362,9 @@ def lightcurve_matrix(
     rows = order[pos[known]]
     cols = np.searchsorted(cad, phot["cadence"].to_numpy()[known])
     out: dict[str, Any] = {}
-    for name in ("flux", "flux_err"):
+    for name in ("flux", "flux_err", "flux_corrected"):
+        if name not in phot:
+            continue
         m = np.full((len(ids), len(cad)), np.nan)
         m[rows, cols] = phot[name].to_numpy(float)[known]
         out[name] = m
@@ -446,36 +445,10 @@ def _period_precision(sim: Any, cadences: npt.NDArray[np.int64], rows: npt.NDArr
         return np.where(info > 0, 1.0 / np.sqrt(info), np.nan)
 
 
-def _analyze_rows(args: tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]
-                  ) -> list[tuple[float, str]]:
-    from tess_ffi.services.analyzer.variability import analyze_lightcurve
-
-    t, flux, err, keep = args
-    out = []
-    for f, e, k in zip(flux, err, keep, strict=True):  # one light curve each, as the analyzer
-        r = analyze_lightcurve(t[k], f[k], e[k])
-        out.append((r.period, r.var_class))
-    return out
-
-
-def analyze_cleaned(t: FloatArray, flux: FloatArray, err: FloatArray,
-                    keep: npt.NDArray[np.bool_], workers: int = 2
-                    ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
-    """``analyze_lightcurve`` on every row (points where ``keep``), ``workers`` processes."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    parts = np.array_split(np.arange(flux.shape[0]), max(1, 4 * workers))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        res = [r for chunk in pool.map(_analyze_rows, [(t, flux[p], err[p], keep[p])
-                                                        for p in parts]) for r in chunk]
-    return (np.array([r[0] for r in res], dtype=float),
-            np.array([r[1] for r in res], dtype=object))
-
-
 def _score_periods(
-    report: C.Report, tag: str, m: pd.DataFrame, found_period: npt.ArrayLike,
+    report: C.Report, m: pd.DataFrame, found_period: npt.ArrayLike,
     found_class: npt.ArrayLike, snr: FloatArray, hsnr: FloatArray, prec: FloatArray,
-    near_var: npt.NDArray[np.bool_], *, info: bool,
+    near_var: npt.NDArray[np.bool_],
 ) -> dict[str, Any]:
     """Recovery per class and false alarms for one set of analyzer results."""
     cls = m["var_class"].to_numpy()
@@ -493,73 +466,65 @@ def _score_periods(
         figs["recovery_resolvable"][c] = {"n": n2, "recovered": k2, "fraction": f2}
         note = (f"{k}/{n}; P/2 allowed for {int((half_ok & elig & (cls == c)).sum())}; "
                 f"{k2}/{n2} where the data fix P to 0.5 % (2 sigma)")
-        if info:
-            report.add(f"{tag}recovery {c} (info)", 100 * f, "%", note=note)
-        else:
-            report.add(f"recovery {c}: period within 0.5 %, SNR >= {MIN_SNR:g}", 100 * f, "%",
-                       f">= {100 * RECOVERY_TARGET:g} %",
-                       bool(f >= RECOVERY_TARGET) if n else None, note=note)
-    if not info:
-        for c in PERIODIC:
-            e = elig & (cls == c)
-            if e.any():
-                classes = pd.Series(found[e]).value_counts().to_dict()
-                by_snr = []
-                for lo, hi in ((10, 20), (20, 50), (50, 200), (200, np.inf)):
-                    b = e & (snr >= lo) & (snr < hi)
-                    by_snr.append(f"{lo:g}-{hi:g}: {int((ok & b).sum())}/{int(b.sum())}")
-                report.note(f"{c}: classes found {classes}; recovered by SNR "
-                            + ", ".join(by_snr))
-        bad = elig & ~ok
-        misses = m[bad].assign(snr=snr[bad], half_snr=hsnr[bad], sigma_p=prec[bad],
-                               period_found=np.asarray(found_period, float)[bad],
-                               class_found=found[bad])
-        cols = ["var_class", "tmag", "period", "amplitude", "snr", "half_snr", "sigma_p",
-                "period_found", "class_found"]
-        figs["recovery_misses"] = misses[["sim_id", *cols]].to_dict(orient="records")
-        if len(misses):
-            print("  recovery misses (sigma_p: Cramer-Rao relative period error):")
-            with pd.option_context("display.width", 160, "display.max_rows", 100):
-                print(misses[cols].sort_values(["var_class", "snr"]).to_string(
-                    index=False, float_format=lambda v: f"{v:.4g}"))
+        report.add(f"recovery {c}: period within 0.5 %, SNR >= {MIN_SNR:g}", 100 * f, "%",
+                   f">= {100 * RECOVERY_TARGET:g} %",
+                   bool(f >= RECOVERY_TARGET) if n else None, note=note)
+    for c in PERIODIC:
+        e = elig & (cls == c)
+        if e.any():
+            classes = pd.Series(found[e]).value_counts().to_dict()
+            by_snr = []
+            for lo, hi in ((10, 20), (20, 50), (50, 200), (200, np.inf)):
+                b = e & (snr >= lo) & (snr < hi)
+                by_snr.append(f"{lo:g}-{hi:g}: {int((ok & b).sum())}/{int(b.sum())}")
+            report.note(f"{c}: classes found {classes}; recovered by SNR "
+                        + ", ".join(by_snr))
+    bad = elig & ~ok
+    misses = m[bad].assign(snr=snr[bad], half_snr=hsnr[bad], sigma_p=prec[bad],
+                           period_found=np.asarray(found_period, float)[bad],
+                           class_found=found[bad])
+    cols = ["var_class", "tmag", "period", "amplitude", "snr", "half_snr", "sigma_p",
+            "period_found", "class_found"]
+    figs["recovery_misses"] = misses[["sim_id", *cols]].to_dict(orient="records")
+    if len(misses):
+        print("  recovery misses (sigma_p: Cramer-Rao relative period error):")
+        with pd.option_context("display.width", 160, "display.max_rows", 100):
+            print(misses[cols].sort_values(["var_class", "snr"]).to_string(
+                index=False, float_format=lambda v: f"{v:.4g}"))
     const = cls == "CONST"
     fa = false_alarm_fraction(found[const & ~near_var])
     fa_all = false_alarm_fraction(found[const])
     figs["false_alarm"], figs["false_alarm_all_const"] = fa, fa_all
     note = f"{int((const & ~near_var).sum())} stars without a variable within {ISOLATION_PX:g} px"
-    if info:
-        report.add(f"{tag}false alarms (info)", 100 * fa, "%", note=note)
-    else:
-        report.add("false alarms: CONST classed variable", 100 * fa, "%",
-                   f"<= {100 * FALSE_ALARM_TARGET:g} %", fa <= FALSE_ALARM_TARGET, note=note)
-        report.add("false alarms over every CONST star (info)", 100 * fa_all, "%",
-                   note=f"{int(const.sum())} stars")
-        flagged = const & ~np.isin(found, ["CONST", "UNKNOWN"])
-        if flagged.any():
-            per = pd.Series(np.round(np.asarray(found_period, float)[flagged], 2))
-            report.note("CONST stars classed variable: classes "
-                        f"{pd.Series(found[flagged]).value_counts().to_dict()}, most common "
-                        f"periods {per.value_counts().head(6).to_dict()}")
+    report.add("false alarms: CONST classed variable", 100 * fa, "%",
+               f"<= {100 * FALSE_ALARM_TARGET:g} %", fa <= FALSE_ALARM_TARGET, note=note)
+    report.add("false alarms over every CONST star (info)", 100 * fa_all, "%",
+               note=f"{int(const.sum())} stars")
+    flagged = const & ~np.isin(found, ["CONST", "UNKNOWN"])
+    if flagged.any():
+        per = pd.Series(np.round(np.asarray(found_period, float)[flagged], 2))
+        report.note("CONST stars classed variable: classes "
+                    f"{pd.Series(found[flagged]).value_counts().to_dict()}, most common "
+                    f"periods {per.value_counts().head(6).to_dict()}")
     return figs
 
 
-def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report, *,
-             cleaned: bool = False, workers: int = 2) -> dict[str, Any]:
-    """Score the pipeline's outputs in ``out_dir`` against the simulator's truth (and, with
-    ``cleaned``, the analyzer's results on the light curves cleaned by
-    ``services/aggregator/cleaning.py``)."""
+def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report) -> dict[str, Any]:
+    """Score the pipeline's outputs in ``out_dir`` against the simulator's truth."""
     import pyarrow.dataset as ds
 
-    from tess_ffi.services.aggregator.cleaning import clean_lightcurves
-    from tess_ffi.shared.quality import DEFAULT_BAD_BITS, QualityFlags
+    from tess_ffi.shared.contracts import STORED_PHOTOMETRY_SCHEMA
+    from tess_ffi.shared.quality import CLEANING_BITS, DEFAULT_BAD_BITS
     from tess_ffi.shared.simulation import SimulatedSector, simulation_config
 
     sim = SimulatedSector(simulation_config(job_spec(cfg)))
     truth = sim.catalog.reset_index(drop=True)
     stars = pd.read_parquet(out_dir / "stars.parquet")
     var = pd.read_parquet(out_dir / "variability.parquet")
-    phot = ds.dataset(out_dir / "photometry.parquet", format="parquet").to_table(
-        columns=["star_id", "cadence", "btjd", "flux", "flux_err", "quality"]).to_pandas()
+    phot = ds.dataset(out_dir / "photometry.parquet", format="parquet",
+                      schema=STORED_PHOTOMETRY_SCHEMA).to_table(
+        columns=["star_id", "cadence", "btjd", "flux", "flux_err", "quality",
+                 "flux_corrected"]).to_pandas()
 
     d_i, t_i, _ = match_stars(stars["x"], stars["y"], truth["x"], truth["y"])
     m = truth.iloc[t_i].reset_index(drop=True)
@@ -574,13 +539,18 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report, *,
     m = m[~m["saturated"].to_numpy()].reset_index(drop=True)
 
     t, cad, mat = lightcurve_matrix(phot, m["star_id"].to_numpy())
-    good = (mat["quality"] >= 0) & ((mat["quality"] & DEFAULT_BAD_BITS) == 0)
-    good &= np.isfinite(mat["flux"]) & (mat["flux"] > 0)
+    q = mat["quality"]
+    measured = (q >= 0) & np.isfinite(mat["flux"]) & (mat["flux"] > 0)
+    # What the pipeline keeps (its cleaning's bits included), and the raw photometry's own
+    # mask (without them) for the raw figure.
+    good = measured & ((q & DEFAULT_BAD_BITS) == 0)
+    good_raw = measured & ((q & (DEFAULT_BAD_BITS & ~CLEANING_BITS)) == 0)
     rows = m["truth_row"].to_numpy()
     sigma = (sim.expected_noise(RADIUS, list(cad), include_variability=False)
              / sim.expected_aperture_flux(RADIUS, list(cad), include_variability=False)).T[rows]
     report.note(f"{len(cad)} cadences measured (of {sim.n_cadences}); good points per star: "
-                f"median {int(np.median(good.sum(axis=1)))}")
+                f"median {int(np.median(good.sum(axis=1)))} (raw mask "
+                f"{int(np.median(good_raw.sum(axis=1)))})")
 
     tx, ty, tmag = (truth[c].to_numpy() for c in ("x", "y", "tmag"))
     crowded = count_neighbours(tx, ty, tmag, ISOLATION_PX)[rows] > 0
@@ -589,46 +559,36 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report, *,
     cls = m["var_class"].to_numpy()
     figures: dict[str, Any] = {}
 
-    # -- cleaning (services/aggregator/cleaning.py, not in the pipeline yet) ----------------
-    pos = stars.set_index("star_id").loc[m["star_id"], ["x", "y", "tmag"]].to_numpy()
-    quality = np.where(mat["quality"] < 0, int(QualityFlags.OUTSIDE), mat["quality"])
-    t0 = time.perf_counter()
-    clean = clean_lightcurves(t, mat["flux"], mat["flux_err"], quality, pos[:, 0], pos[:, 1],
-                              pos[:, 2])
-    report.note(f"cleaning: {len(clean.reference)} reference stars, "
-                f"{clean.reference.basis.shape[0]} basis vectors, "
-                f"{int(clean.epochs.bad.sum())} bad epochs, {int(clean.outliers.sum())} "
-                f"outliers clipped, {time.perf_counter() - t0:.0f} s")
-
-    # -- precision --------------------------------------------------------------------------
+    # -- precision (the pipeline's corrected flux; the raw flux for reference) --------------
+    corrected = mat["flux_corrected"]
     sel = (cls == "CONST") & (m["tmag"].to_numpy() >= 9) & (m["tmag"].to_numpy() <= 14) & ~crowded
-    meas = binned_robust_scatter(t, mat["flux"][sel], good[sel])
-    expct = expected_binned_noise(t, sigma[sel], good[sel])
-    ratio = meas / expct
+    ratio = binned_robust_scatter(t, corrected[sel], good[sel]) / \
+        expected_binned_noise(t, sigma[sel], good[sel])
     prec = float(np.nanmedian(ratio))
     figures["precision_ratio"] = prec
     report.add("precision: 1-h scatter / expected, const Tmag 9-14", prec, "x",
-               f"<= {PRECISION_TARGET}", prec <= PRECISION_TARGET, note=f"{int(sel.sum())} stars")
-    keep = clean.mask[sel]
-    cot = binned_robust_scatter(t, clean.flux_corrected[sel], keep) / \
-        expected_binned_noise(t, sigma[sel], keep)
-    figures["precision_ratio_cleaned"] = float(np.nanmedian(cot))
-    report.add("precision after cleaning.clean_lightcurves (info)", float(np.nanmedian(cot)),
-               "x", note="not applied by the pipeline yet")
+               f"<= {PRECISION_TARGET}", prec <= PRECISION_TARGET,
+               note=f"{int(sel.sum())} stars, corrected flux")
+    raw = binned_robust_scatter(t, mat["flux"][sel], good_raw[sel]) / \
+        expected_binned_noise(t, sigma[sel], good_raw[sel])
+    figures["precision_ratio_raw"] = float(np.nanmedian(raw))
+    report.add("precision of the raw flux (info)", float(np.nanmedian(raw)), "x",
+               note="before the common-mode correction")
     mags = m["tmag"].to_numpy()[sel]
+    expct = expected_binned_noise(t, sigma[sel], good[sel])
     figures["precision_by_tmag"] = {}
     for lo in range(9, 14):
         b = (mags >= lo) & (mags < lo + 1)
         if b.any():
             figures["precision_by_tmag"][f"{lo}-{lo + 1}"] = {
                 "n": int(b.sum()), "ratio": float(np.nanmedian(ratio[b])),
-                "ratio_cleaned": float(np.nanmedian(cot[b])),
+                "ratio_raw": float(np.nanmedian(raw[b])),
                 "expected_ppm": float(np.nanmedian(expct[b]) * 1e6)}
             report.note(f"precision Tmag {lo}-{lo + 1}: median ratio {np.nanmedian(ratio[b]):.3f}, "
-                        f"cleaned {np.nanmedian(cot[b]):.3f} ({int(b.sum())} stars; expected "
+                        f"raw {np.nanmedian(raw[b]):.3f} ({int(b.sum())} stars; expected "
                         f"1-h noise {np.nanmedian(expct[b]) * 1e6:.0f} ppm)")
     sel_all = (cls == "CONST") & (m["tmag"].to_numpy() >= 9) & (m["tmag"].to_numpy() <= 14)
-    r_all = binned_robust_scatter(t, mat["flux"][sel_all], good[sel_all]) / \
+    r_all = binned_robust_scatter(t, corrected[sel_all], good[sel_all]) / \
         expected_binned_noise(t, sigma[sel_all], good[sel_all])
     report.note(f"precision including crowded stars: {np.nanmedian(r_all):.3f} "
                 f"({int(sel_all.sum())} stars)")
@@ -639,20 +599,8 @@ def evaluate(out_dir: Path, cfg: Mapping[str, Any], report: C.Report, *,
     now, later = _truth_model_half(sim, cad)
     hsnr = half_period_snr(now[:, rows].T, later[:, rows].T, sigma, good)
     pprec = _period_precision(sim, cad, rows, sigma, good)
-    figures.update(_score_periods(report, "", m, m["period_found"], m["class_found"], snr,
-                                  hsnr, pprec, near_var, info=False))
-    if cleaned:
-        t0 = time.perf_counter()
-        p2, c2 = analyze_cleaned(t, clean.flux_corrected, clean.flux_err, clean.mask, workers)
-        raw_c = m["class_found"].to_numpy(dtype=object)
-        raw_p = m["period_found"].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            moved = np.abs(p2 / raw_p - 1) > PERIOD_TOL
-        report.note(f"analyzer on the cleaned light curves: {time.perf_counter() - t0:.0f} s; "
-                    f"class changed for {int((c2 != raw_c).sum())} stars, period (both "
-                    f"found) by > 0.5 % for {int(moved.sum())}")
-        figures["cleaned"] = _score_periods(report, "cleaned: ", m, p2, c2, snr, hsnr, pprec,
-                                            near_var, info=True)
+    figures.update(_score_periods(report, m, m["period_found"], m["class_found"], snr,
+                                  hsnr, pprec, near_var))
     return figures
 
 
@@ -703,10 +651,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="score the outputs already in --data-dir instead of running again")
     p.add_argument("--no-real", action="store_true", help="skip the real light curves")
-    p.add_argument("--cleaned", action="store_true",
-                   help="also analyse the light curves cleaned by services/aggregator/cleaning.py"
-                        " (info figures; a few more minutes)")
-    p.add_argument("--workers", type=int, default=2, help="processes for --cleaned")
     args = p.parse_args(argv)
 
     from tess_ffi.shared.config import output_dir
@@ -732,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             report.add("pipeline wall time (info)", wall, "s",
                        note=f"{summary.get('stars')} stars, classes {summary.get('classes')}")
         t0 = time.perf_counter()
-        figures = evaluate(out, cfg, report, cleaned=args.cleaned, workers=args.workers)
+        figures = evaluate(out, cfg, report)
         report.note(f"scoring took {time.perf_counter() - t0:.0f} s")
         if not args.no_real:
             figures.update(real_data(report))
