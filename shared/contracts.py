@@ -482,8 +482,10 @@ class StarLightCurve(Message):
     """One star's light curve (aggregator -> analyzer).
 
     Version 2 adds ``flux_corrected`` (the raw ``flux`` divided by the cleaning's common-mode
-    model) and the cleaning's bits in ``quality``. A version 1 body (no corrected flux) still
-    decodes, with ``flux_corrected`` None.
+    model) and the cleaning's bits in ``quality``, and ``btjd`` is the star's own barycentric
+    time (the FFI header's, which is for the CCD's centre, plus
+    :class:`~tess_ffi.shared.timing.BarycentricCorrection`'s offset). A version 1 body (no
+    corrected flux) still decodes, with ``flux_corrected`` None.
     """
 
     SCHEMA: ClassVar[str] = "tess_ffi.star_lightcurve"

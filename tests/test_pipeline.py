@@ -68,6 +68,34 @@ def test_embedded_job_writes_every_output(embedded_run: Path) -> None:
     assert cands["catalog_id"].notna().mean() > 0.9  # matched to the simulator's catalog
 
 
+def test_light_curves_are_cleaned_and_the_raw_flux_is_kept(embedded_run: Path) -> None:
+    from tess_ffi.shared.quality import DEFAULT_BAD_BITS, QualityFlags
+    from tess_ffi.shared.simulation import SimulatedSector, SimulationConfig
+
+    phot = read(outputs(embedded_run) / "photometry.parquet")
+    stars = read(outputs(embedded_run) / "stars.parquet")
+    measured = np.isfinite(phot["flux"])
+    assert phot.loc[measured, "flux_corrected"].notna().all()
+    # Constant, isolated, bright stars: the common-mode correction lowers their scatter.
+    truth = SimulatedSector(SimulationConfig(sector=1, camera=1, ccd=1, **SIM)).catalog
+    const = truth[(truth["var_class"] == "CONST") & truth["tmag"].between(9, 12)]
+    near = np.hypot(stars["x"].to_numpy()[:, None] - const["x"].to_numpy()[None, :],
+                    stars["y"].to_numpy()[:, None] - const["y"].to_numpy()[None, :]) < 0.5
+    ids = stars["star_id"].to_numpy()[near.any(axis=1)]
+    assert len(ids) >= 10
+    sel = phot[phot["star_id"].isin(ids) & ((phot["quality"] & DEFAULT_BAD_BITS) == 0)]
+
+    def scatter(col: str) -> float:
+        rel = sel[col] / sel.groupby("star_id")[col].transform("median")
+        return float(rel.groupby(sel["star_id"]).std().median())
+
+    assert scatter("flux_corrected") < 0.9 * scatter("flux"), (scatter("flux_corrected"),
+                                                               scatter("flux"))
+    # The cleaning rejects a few points (outliers, bad epochs), never a large share.
+    bits = phot["quality"] & int(QualityFlags.OUTLIER | QualityFlags.BAD_EPOCH)
+    assert (bits != 0).mean() < 0.05
+
+
 def test_injected_variables_are_found_with_their_periods(embedded_run: Path) -> None:
     from tess_ffi.shared.simulation import SimulatedSector, SimulationConfig
 

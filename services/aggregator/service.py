@@ -30,6 +30,7 @@ from tess_ffi.shared.contracts import (
 )
 from tess_ffi.shared.runtime import Service
 from tess_ffi.shared.storage import StoreError
+from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
 
 from .cleaner import LightCurveCleaner, reference_sample
 from .store import Compaction, JobStore
@@ -200,10 +201,8 @@ class AggregatorService(Service):
         stars = await asyncio.to_thread(store.read_stars)
         if stars is None or not store.stored_cadences():
             return 0
+        stars = stars.sort_by("star_id")
         ids = stars.column("star_id").to_numpy()
-        ra = dict(zip(ids.tolist(), stars.column("ra").to_pylist(), strict=True))
-        dec = dict(zip(ids.tolist(), stars.column("dec").to_pylist(), strict=True))
-        tmag = dict(zip(ids.tolist(), stars.column("tmag").to_pylist(), strict=True))
         n_cadences = max(1, len(store.stored_cadences()))
         cleaner = await asyncio.to_thread(self._select_reference, store, stars, n_cadences)
         self.job_status(job).update(reference_stars=len(cleaner.reference),
@@ -212,6 +211,7 @@ class AggregatorService(Service):
                       reference_stars=len(cleaner.reference),
                       basis_vectors=int(cleaner.reference.basis.shape[0]),
                       bad_epochs=int(cleaner.bad_epochs.sum()))
+        times = await asyncio.to_thread(_star_times, stars, cleaner.grid.btjd)
         chunk = max(16, LIGHTCURVE_ROWS_IN_MEMORY // n_cadences)
         chunks = store.iter_lightcurves(ids, chunk=chunk)
         # One pass over the photometry both sends the light curves and compacts the store
@@ -219,7 +219,7 @@ class AggregatorService(Service):
         # Nothing new since the last compaction (a rerun of a finished job): only read.
         compaction = Compaction(store) if store.has_uncompacted() else None
         try:
-            await self._send_chunks(job, chunks, cleaner, compaction, ids, ra, dec, tmag)
+            await self._send_chunks(job, chunks, cleaner, times, compaction, stars)
         except BaseException:
             if compaction is not None:
                 await asyncio.to_thread(compaction.abort)
@@ -237,9 +237,10 @@ class AggregatorService(Service):
 
     async def _send_chunks(
         self, job: JobSpec, chunks: Any, cleaner: LightCurveCleaner,
-        compaction: Compaction | None, ids: np.ndarray,
-        ra: dict[int, float], dec: dict[int, float], tmag: dict[int, float],
+        times: BarycentricCorrection | None, compaction: Compaction | None, stars: pa.Table,
     ) -> None:
+        ids = stars.column("star_id").to_numpy()
+        ra, dec, tmag = (stars.column(c).to_numpy().astype(np.float64) for c in ("ra", "dec", "tmag"))
         while True:
             chunk: pa.Table | None = await asyncio.to_thread(next, chunks, None)
             if chunk is None:
@@ -254,14 +255,22 @@ class AggregatorService(Service):
             bounds = np.r_[starts, len(star_col)]
             cols = {c: table.column(c).to_numpy()
                     for c in ("btjd", "flux", "flux_err", "quality", "flux_corrected")}
+            rows = np.searchsorted(ids, star_col[starts])
+            if times is not None:  # each star's own barycentric time (the store keeps the FFI's)
+                offsets = times.offsets_days(ra[rows], dec[rows])
+                col = np.searchsorted(cleaner.grid.cadence, table.column("cadence").to_numpy())
+                col = np.clip(col, 0, offsets.shape[1] - 1)
+                star_row = np.repeat(np.arange(len(starts)), np.diff(bounds))
+                cols["btjd"] = cols["btjd"] + offsets[star_row, col]
             pending = []
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                sid = int(star_col[a])
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                r = rows[i]
                 pending.append(
                     self.bus.publish(
                         StarLightCurve(
-                            job=job, star_id=sid, n_stars=len(ids), ra=ra[sid], dec=dec[sid],
-                            tmag=float(tmag[sid]), btjd=cols["btjd"][a:b],
+                            job=job, star_id=int(star_col[a]), n_stars=len(ids),
+                            ra=float(ra[r]), dec=float(dec[r]), tmag=float(tmag[r]),
+                            btjd=cols["btjd"][a:b],
                             flux=cols["flux"][a:b], flux_err=cols["flux_err"][a:b],
                             quality=cols["quality"][a:b],
                             flux_corrected=cols["flux_corrected"][a:b],
@@ -273,3 +282,12 @@ class AggregatorService(Service):
                     pending.clear()
             await asyncio.gather(*pending)
             self.counters["lightcurves_sent"] += len(starts)
+
+
+def _star_times(stars: pa.Table, btjd: np.ndarray) -> BarycentricCorrection | None:
+    """Per-star barycentric corrections of the FFI times (which are for the CCD's centre);
+    None with too few stars to locate the centre."""
+    if stars.num_rows < 3 or btjd.size == 0:
+        return None
+    x, y, ra, dec = (stars.column(c).to_numpy() for c in ("x", "y", "ra", "dec"))
+    return BarycentricCorrection(btjd, *ccd_reference_direction(x, y, ra, dec))
