@@ -39,7 +39,7 @@ import numpy.typing as npt
 from astropy.timeseries import BoxLeastSquares, LombScargle
 from scipy import ndimage, special, stats
 
-from tess_ffi.shared.quality import DEFAULT_BAD_BITS, good_mask
+from tess_ffi.shared.quality import DEFAULT_BAD_BITS, QualityFlags, good_mask
 
 __all__ = [
     "VAR_CLASSES",
@@ -318,6 +318,34 @@ def _odd(n: float) -> int:
 
 def _systematic_alias(period: float) -> bool:
     return any(abs(period / p - 1.0) < tol for p, tol in TESS_SYSTEMATIC_PERIODS)
+
+
+def _box_systematic(
+    period: float, duration: float, t0: float, t: FloatArray,
+    systematic_times: FloatArray | None,
+) -> bool:
+    """Is a box a systematic? With the times of known events (momentum dumps) its own
+    events must not coincide with them (half of those with data or more within half a
+    duration plus 0.1 d); a transit that merely has a period near a systematic one is kept.
+    Without them, its period must be outside :data:`TESS_SYSTEMATIC_PERIODS`."""
+    if systematic_times is None:
+        return _systematic_alias(period)
+    if abs(period / TESS_SYSTEMATIC_PERIODS[0][0] - 1.0) < TESS_SYSTEMATIC_PERIODS[0][1]:
+        return True  # the orbit itself
+    if systematic_times.size == 0:
+        return False
+    k = np.arange(math.floor((t[0] - t0) / period), math.ceil((t[-1] - t0) / period) + 1)
+    tc = t0 + k * period
+    half = 0.5 * duration
+    with_data = (np.searchsorted(t, tc + half) - np.searchsorted(t, tc - half)) > 0
+    if not with_data.any():
+        return False
+    tc = tc[with_data]
+    at = np.clip(np.searchsorted(systematic_times, tc), 1, systematic_times.size - 1)
+    nearest = np.minimum(np.abs(systematic_times[at] - tc), np.abs(systematic_times[at - 1] - tc))
+    if systematic_times.size == 1:
+        nearest = np.abs(systematic_times[0] - tc)
+    return bool(np.mean(nearest <= half + 0.1) >= 0.5)
 
 
 def _running_trend(t: FloatArray, y: FloatArray, window: float) -> FloatArray:
@@ -966,6 +994,22 @@ class _Candidate:
     snr: float
 
 
+def _few_events_consistent(st: Mapping[str, float]) -> bool:
+    """A box of three events or fewer needs two points in each and events of one depth:
+    within 50 % of each other, or consistent within their errors (chi^2 of the event depths
+    about their mean, red noise included, not beyond its 1 % tail); a shallow transit's
+    events scatter by noise alone, two eclipses of different depth do not."""
+    n = int(st["n_transits"])
+    if n > 3:
+        return True
+    if st["min_event_points"] < 2:
+        return False
+    if st["event_ratio"] <= 1.5:
+        return True
+    chi2 = float(st["inconsistency"]) / max(float(st["beta"]), 1.0) ** 2
+    return bool(n >= 2 and stats.chi2.sf(chi2, n - 1) > 0.01)
+
+
 def _score_candidate(
     t: FloatArray, y: FloatArray, dy: FloatArray, period: float, duration: float, t0: float
 ) -> _Candidate | None:
@@ -996,7 +1040,8 @@ def _score_candidate(
 
 
 def _bls_search(
-    t: FloatArray, y: FloatArray, dy: FloatArray, pmin: float, pmax: float
+    t: FloatArray, y: FloatArray, dy: FloatArray, pmin: float, pmax: float,
+    systematic_times: FloatArray | None = None,
 ) -> _BoxFit | None:
     span = t[-1] - t[0]
     cadence = _median_cadence(t)
@@ -1064,7 +1109,7 @@ def _bls_search(
         # A valid peak masks its neighbourhood; a one-event plateau only its own grid point.
         seen.append((p, max(0.01, 2.0 * d / span) if cand is not None else 0.002))
         if cand is not None:
-            if _systematic_alias(p) and cand.snr < _STRONG_BLS_SNR:
+            if cand.snr < _STRONG_BLS_SNR and _box_systematic(p, d, t0, t, systematic_times):
                 rejected = True
             else:
                 cands.append(cand)
@@ -1081,38 +1126,47 @@ def _bls_search(
             and not any(abs(pm / c.period - 1.0) < 0.01 for c in cands)
         ):
             cand = _score_candidate(tb, yb, dyb, pm, d_top, t0_top)
-            if cand is not None and not (_systematic_alias(pm) and cand.snr < _STRONG_BLS_SNR):
+            if cand is not None and not (
+                cand.snr < _STRONG_BLS_SNR
+                and _box_systematic(pm, d_top, t0_top, t, systematic_times)
+            ):
                 cands.append(cand)
-    best = max(cands, key=lambda c: c.score)
-    # A multiple of another candidate must explain clearly more (else keep the shorter one).
-    for c in sorted(cands, key=lambda c: c.period):
-        ratio = best.period / c.period
-        if c is not best and ratio > 1.5 and abs(ratio - round(ratio)) < 0.01 * ratio:
-            if c.score >= (best.score - 25.0) / 1.02:
-                best = c
+    # The best candidate, unless its refined box holds a single event (the refinement moved
+    # it onto one eclipse): then the next best.
+    while True:
+        best = max(cands, key=lambda c: c.score)
+        # A multiple of another candidate must explain clearly more (else keep the shorter one).
+        for c in sorted(cands, key=lambda c: c.period):
+            ratio = best.period / c.period
+            if c is not best and ratio > 1.5 and abs(ratio - round(ratio)) < 0.01 * ratio:
+                if c.score >= (best.score - 25.0) / 1.02:
+                    best = c
+                    break
+        p, d, t0 = best.period, best.duration, best.t0
+        two_box_doubled = abs(p / p_top - 2.0) < 0.02
+        # When the extra events of P/2 or P/3 fall in gaps (or agree), prefer the shorter period.
+        w_b = 1.0 / (dyb * dyb)
+        for factor in (3, 2):
+            if p / factor >= pmin and _submultiple_consistent(tb, yb, w_b, p, d, t0, factor):
+                p /= factor
+                two_box_doubled = False
                 break
-    p, d, t0 = best.period, best.duration, best.t0
-    two_box_doubled = abs(p / p_top - 2.0) < 0.02
-    # When the extra events of P/2 or P/3 fall in gaps (or agree), prefer the shorter period.
-    w_b = 1.0 / (dyb * dyb)
-    for factor in (3, 2):
-        if p / factor >= pmin and _submultiple_consistent(tb, yb, w_b, p, d, t0, factor):
-            p /= factor
-            two_box_doubled = False
+        # Refine on the unbinned data: fine periods around the peak, durations around the best.
+        step = max(d, cadence) / (span * _BLS_GRID_OVERSAMPLE)
+        fine_p = p * (1.0 + step * np.linspace(-2.0, 2.0, 41))
+        fine_d = np.geomspace(max(d / 1.6, 0.5 * cadence), d * 1.6, 9)
+        fine_d = fine_d[fine_d < 0.9 * fine_p.min()]
+        if fine_d.size:
+            res = BoxLeastSquares(t, y, dy).power(fine_p, fine_d, objective="likelihood", oversample=10)
+            j = int(np.nanargmax(np.asarray(res.power)))
+            p, d, t0 = float(fine_p[j]), float(res.duration[j]), float(res.transit_time[j])
+        w = 1.0 / (dy * dy)
+        st = _box_stats(t, y, w, p, d, t0)
+        if st is None or not st["depth"] > 0:
+            return None
+        if st["n_transits"] >= 2 or len(cands) == 1:
             break
-    # Refine on the unbinned data: fine periods around the peak, durations around the best.
-    step = max(d, cadence) / (span * _BLS_GRID_OVERSAMPLE)
-    fine_p = p * (1.0 + step * np.linspace(-2.0, 2.0, 41))
-    fine_d = np.geomspace(max(d / 1.6, 0.5 * cadence), d * 1.6, 9)
-    fine_d = fine_d[fine_d < 0.9 * fine_p.min()]
-    if fine_d.size:
-        res = BoxLeastSquares(t, y, dy).power(fine_p, fine_d, objective="likelihood", oversample=10)
-        j = int(np.nanargmax(np.asarray(res.power)))
-        p, d, t0 = float(fine_p[j]), float(res.duration[j]), float(res.transit_time[j])
-    w = 1.0 / (dy * dy)
-    st = _box_stats(t, y, w, p, d, t0)
-    if st is None or not st["depth"] > 0:
-        return None
+        cands = [c for c in cands if c is not best]
     beta = st["beta"]
     snr = st["depth"] / (st["depth_err"] * beta)
     loo_snr = st["loo_snr"] / beta
@@ -1167,9 +1221,7 @@ def _bls_search(
         sine_delta_chi2=st["sine_delta_chi2"],
         oot_chi2=st["oot_chi2"],
         loo_snr=loo_snr,
-        few_events_consistent=bool(
-            st["n_transits"] > 3 or (st["event_ratio"] <= 1.5 and st["min_event_points"] >= 2)
-        ),
+        few_events_consistent=_few_events_consistent(st),
         alias_rejected=rejected,
     )
 
@@ -1297,6 +1349,7 @@ def find_period(
     *,
     min_period: float | None = None,
     max_period: float | None = None,
+    systematic_times: ArrayLike | None = None,
 ) -> PeriodResult:
     """Best period of a light curve from Lomb-Scargle and box least squares.
 
@@ -1351,6 +1404,12 @@ def find_period(
     min_period, max_period : float, optional
         Period limits in days (defaults: two cadences, and half the baseline for Lomb-Scargle;
         0.2 d and the whole baseline for box least squares, which needs two events).
+    systematic_times : array_like, optional
+        Times of known instrumental events (momentum dumps). A box whose events coincide
+        with them is rejected as a systematic (unless strong); with them given, a box with a
+        period near a systematic one is no longer rejected for its period alone (a transit
+        may well have a period near 3.1 d). Without them, the box's period must stay out of
+        :data:`TESS_SYSTEMATIC_PERIODS`.
 
     Returns
     -------
@@ -1430,7 +1489,9 @@ def find_period(
     b_max = span if max_period is None else min(max_period, span)
     trend = _running_trend(t, y, _DETREND_WINDOW)
     yd = y / trend
-    box = _bls_search(t, yd, dy, b_min, b_max)
+    sys_times = None if systematic_times is None else np.sort(
+        np.asarray(systematic_times, dtype=np.float64).ravel())
+    box = _bls_search(t, yd, dy, b_min, b_max, sys_times)
     box_ok = False
     if box is not None:
         box_ok = (
@@ -1677,7 +1738,9 @@ def analyze_lightcurve(
     errors are dropped; the rest are sorted in time and divided by the median flux. Isolated
     single-point upward outliers are clipped (never dips, so eclipses survive) and flares are
     counted and kept out of the period search (see :func:`detect_flares`). Then
-    :func:`variability_metrics`, :func:`find_period` and :func:`classify`.
+    :func:`variability_metrics`, :func:`find_period` and :func:`classify`. The times of
+    momentum dumps (``MOMENTUM_DUMP`` in ``quality``) go to :func:`find_period` as
+    ``systematic_times``.
 
     Parameters
     ----------
@@ -1727,6 +1790,10 @@ def analyze_lightcurve(
             ok &= e_ok
         else:
             e = None
+    dumps = None
+    if quality is not None:
+        flagged = (np.asarray(quality, dtype=np.int64) & int(QualityFlags.MOMENTUM_DUMP)) != 0
+        dumps = t[flagged & np.isfinite(t)]
     t, f = t[ok], f[ok]
     e = e[ok] if e is not None else None
     order = np.argsort(t, kind="stable")
@@ -1754,7 +1821,8 @@ def analyze_lightcurve(
     metrics = variability_metrics(t, y, dy)
     if search.sum() >= MIN_POINTS:
         pr = find_period(
-            t[search], y[search], dy[search], min_period=min_period, max_period=max_period
+            t[search], y[search], dy[search], min_period=min_period, max_period=max_period,
+            systematic_times=dumps,
         )
     else:
         pr = PeriodResult(_NAN, _NAN, 1.0, "LS", _NAN, False)
