@@ -2,10 +2,13 @@
 the floor of merely decoding the FITS bytes.
 
 * product: ``read_calibrated_ffi`` on the FITS bytes, the fetcher's ``FFIImage``, then the
-  photometer's ``measure_ffi`` (header, WCS positions, aperture weights, forced photometry,
-  Arrow table). Steady state: the aperture weights and star positions of the previous frame
-  are reused (simulated frames share one WCS, so positions do not move). "cold" clears those
-  caches before every frame: the cost when the WCS moves stars by >= 0.01 px every frame.
+  photometer's ``measure_ffi`` (header, WCS positions, the frame's pointing offset from
+  bright stars, aperture weights at the tracked positions, forced photometry, Arrow table).
+  Steady state: the WCS positions of the previous frame are reused (simulated frames share
+  one WCS); the pointing jitter moves every star by a few hundredths of a pixel on every
+  frame, so the aperture weights are rebuilt (from tabulated 0.01-px weights) on nearly
+  every frame, as in a real run. "cold" also clears the position cache before every frame:
+  the cost when the WCS itself changes every frame.
 * floor: ``read_calibrated_ffi`` alone (image and uncertainty into numpy arrays).
 * photutils (the original pipeline's method): ``aperture_photometry`` with ``CircularAperture``
   (r = 2 px, exact overlap, with the uncertainty image) plus ``ApertureStats`` on a
