@@ -610,16 +610,20 @@ def cmd_lightcurves(args: argparse.Namespace) -> int:
         from tess_ffi.products.plots import plot_lightcurve
 
         path = (args.out or root / "lightcurves") / f"{target.label}_STAR_{args.star:06d}.png"
-        plot_lightcurve(lc["btjd"], lc["flux"], path, flux_err=lc["flux_err"], good=lc["good"],
-                        title=f"star {args.star} of {target.label}")
+        flux, flux_err = tables.best_flux(lc)
+        label = tables.flux_label(lc)
+        plot_lightcurve(lc["btjd"], flux, path, flux_err=flux_err, good=lc["good"],
+                        title=f"star {args.star} of {target.label}: {label}", flux_label=label)
         print(f"plot: {path}")
     if not (args.stats or args.fits or args.plot):
         if args.csv:
             sys.stdout.write(lc.to_csv(index=False))
         else:
             print(f"# star {args.star} of {target.label}: {len(lc)} points, "
-                  f"{int(lc['good'].sum())} good; btjd = BJD - 2457000, flux in e-/s")
-            print(_fmt_frame(lc, {"btjd": ".6f", "flux": ".3f", "flux_err": ".3f", "bkg": ".2f",
+                  f"{int(lc['good'].sum())} good; btjd = the star's BJD - 2457000 (btjd_ccd: "
+                  "the FFI header's, for the CCD centre); flux (raw) and flux_corrected in e-/s")
+            print(_fmt_frame(lc, {"btjd": ".6f", "btjd_ccd": ".6f", "flux": ".3f",
+                                  "flux_err": ".3f", "flux_corrected": ".3f", "bkg": ".2f",
                                   "x": ".3f", "y": ".3f"}))
     return 0
 

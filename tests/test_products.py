@@ -33,6 +33,7 @@ from tess_ffi.cli import main
 from tess_ffi.pipeline import run_job
 from tess_ffi.shared.config import load_settings, output_dir
 from tess_ffi.shared.contracts import JobSpec
+from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
 
 SIM = {"n_stars": 300, "n_cadences": 60, "seed": 2, "variable_fraction": 0.3}
 N_CADENCES = SIM["n_cadences"]
@@ -65,6 +66,16 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def read(path: Path) -> pd.DataFrame:
     return ds.dataset(path, format="parquet").to_table().to_pandas()
+
+
+def star_btjd(out1: Path, star: int, btjd: np.ndarray) -> np.ndarray:
+    """The star's own barycentric times from the header's (CCD centre), as the aggregator
+    computes them: the CCD centre located from every star of the list."""
+    stars = read(out1 / "stars.parquet")
+    ref = ccd_reference_direction(stars["x"], stars["y"], stars["ra"], stars["dec"])
+    row = stars.set_index("star_id").loc[star]
+    offsets = BarycentricCorrection(btjd, *ref).offsets_days([row["ra"]], [row["dec"]])[0]
+    return np.asarray(btjd, dtype=np.float64) + offsets
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +121,10 @@ def two_sectors(data_dir: Path, out1: Path) -> dict[int, int]:
         p = pq.read_table(f).to_pandas()
         p["star_id"] = p["star_id"].map(mapping)
         p["btjd"] += 27.4
-        p["flux"] = (p["flux"] * 1.07 + rng.normal(0, 0.5, len(p))).astype(np.float32)
+        flux = (p["flux"] * 1.07 + rng.normal(0, 0.5, len(p))).astype(np.float32)
+        # The same common-mode model divides the new flux.
+        p["flux_corrected"] = (flux * (p["flux_corrected"] / p["flux"])).astype(np.float32)
+        p["flux"] = flux
         pq.write_table(pa.Table.from_pandas(p, preserve_index=False),
                        out2 / "photometry.parquet" / f.name)
     return mapping
@@ -223,8 +237,11 @@ def test_one_star_as_a_table(capsys: pytest.CaptureFixture[str], data_dir: Path,
     phot = read(out1 / "photometry.parquet")
     mine = phot[phot["star_id"] == star].sort_values("btjd")
     assert len(table) == len(mine) == N_CADENCES
-    assert {"btjd", "flux", "flux_err", "quality", "good"} <= set(table.columns)
+    assert {"btjd", "btjd_ccd", "flux", "flux_err", "flux_corrected", "quality",
+            "good"} <= set(table.columns)
     np.testing.assert_allclose(table["flux"], mine["flux"], rtol=1e-6)
+    np.testing.assert_allclose(table["flux_corrected"], mine["flux_corrected"], rtol=1e-6)
+    np.testing.assert_allclose(table["btjd_ccd"], mine["btjd"], rtol=0, atol=1e-9)
     assert table["btjd"].is_monotonic_increasing
     code, out, _ = run(capsys, "lightcurves", "--data-dir", str(data_dir), "--sector", "1",
                        "--star", str(star))
@@ -251,10 +268,16 @@ def test_plots_and_fits(capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_
 
 
 def check_lightcurve_fits(path: Path, star: int, out1: Path) -> None:
-    """The TESS light-curve layout in astropy, and lightkurve reads it when installed."""
+    """The TESS light-curve layout in astropy, and lightkurve reads it when installed: TIME is
+    the star's own barycentric time, SAP_FLUX the raw flux, PDCSAP_FLUX and FLUX the
+    corrected flux (errors scaled alike)."""
     stars = read(out1 / "stars.parquet").set_index("star_id")
     phot = read(out1 / "photometry.parquet")
     mine = phot[phot["star_id"] == star].sort_values("btjd")
+    raw = mine["flux"].to_numpy(np.float64)
+    corrected = mine["flux_corrected"].to_numpy(np.float64)
+    assert np.isfinite(corrected).all()  # a completed job: every frame cleaned
+    time = star_btjd(out1, star, mine["btjd"].to_numpy())
     with fits.open(path) as hdul:
         assert hdul[1].name == "LIGHTCURVE"
         head, th = hdul[0].header, hdul[1].header
@@ -269,8 +292,17 @@ def check_lightcurve_fits(path: Path, star: int, out1: Path) -> None:
         assert {"TIME", "FLUX", "FLUX_ERR", "SAP_FLUX", "PDCSAP_FLUX", "QUALITY"} <= names
     table = Table.read(path, hdu="LIGHTCURVE")
     assert len(table) == N_CADENCES
-    np.testing.assert_allclose(table["TIME"], mine["btjd"])
-    np.testing.assert_allclose(table["FLUX"], mine["flux"], rtol=1e-6)
+    np.testing.assert_allclose(table["TIME"], time, rtol=0, atol=1e-9)
+    shift = (np.asarray(table["TIME"]) - mine["btjd"].to_numpy()) * 86400.0
+    assert np.all(np.abs(shift) < 120.0) and np.any(shift != 0.0)
+    np.testing.assert_allclose(table["SAP_FLUX"], raw, rtol=1e-6)
+    np.testing.assert_allclose(table["SAP_FLUX_ERR"], mine["flux_err"], rtol=1e-6)
+    np.testing.assert_allclose(table["PDCSAP_FLUX"], corrected, rtol=1e-6)
+    np.testing.assert_allclose(table["FLUX"], corrected, rtol=1e-6)
+    np.testing.assert_allclose(table["PDCSAP_FLUX_ERR"],
+                               mine["flux_err"].to_numpy() * np.abs(corrected / raw), rtol=1e-5)
+    assert np.any(np.abs(np.asarray(table["PDCSAP_FLUX"]) - np.asarray(table["SAP_FLUX"]))
+                  > 1e-4 * np.abs(raw))  # the correction did something
     try:
         import lightkurve
     except ImportError:
@@ -279,8 +311,61 @@ def check_lightcurve_fits(path: Path, star: int, out1: Path) -> None:
     assert type(lc).__name__ == "TessLightCurve"
     assert len(lc) == N_CADENCES and lc.meta["SECTOR"] == 1
     assert lc.time.format == "btjd"
-    np.testing.assert_allclose(lc.time.value, mine["btjd"])
-    np.testing.assert_allclose(lc.flux.value, mine["flux"], rtol=1e-6)
+    np.testing.assert_allclose(lc.time.value, time, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lc.flux.value, corrected, rtol=1e-6)  # PDCSAP_FLUX by default
+
+
+@slow
+def test_star_times_far_from_the_ccd_centre(data_dir: Path, out1: Path) -> None:
+    """btjd is the star's own barycentric time: the header's (btjd_ccd, for the CCD centre)
+    plus an offset that grows with the distance from the centre, under a minute or two."""
+    stars = read(out1 / "stars.parquet")
+    dist = np.hypot(stars["x"] - 1067.5, stars["y"] - 1023.5)
+    far = int(stars["star_id"].iloc[int(np.argmax(dist))])
+    near = int(stars["star_id"].iloc[int(np.argmin(dist))])
+    lc_far = tess_ffi.load_lightcurve(far, 1, 1, 1, data_dir=data_dir)
+    lc_near = tess_ffi.load_lightcurve(near, 1, 1, 1, data_dir=data_dir)
+    shift_far = (lc_far["btjd"] - lc_far["btjd_ccd"]).to_numpy() * 86400.0
+    shift_near = (lc_near["btjd"] - lc_near["btjd_ccd"]).to_numpy() * 86400.0
+    assert np.all(np.abs(shift_far) < 120.0)
+    assert np.all(np.abs(shift_far) > 1.0), shift_far  # non-zero at every cadence
+    assert np.abs(shift_far).mean() > np.abs(shift_near).mean()
+    np.testing.assert_allclose(lc_far["btjd"], star_btjd(out1, far, lc_far["btjd_ccd"].to_numpy()),
+                               rtol=0, atol=1e-9)
+    phot = read(out1 / "photometry.parquet")
+    stored = phot[phot["star_id"] == far].sort_values("btjd")["btjd"].to_numpy()
+    np.testing.assert_array_equal(lc_far["btjd_ccd"].to_numpy(), stored)  # the store's time
+
+
+@slow
+def test_running_job_without_corrected_flux(out1: Path, tmp_path: Path) -> None:
+    """A per-cadence file written before the cleaning (no flux_corrected column) reads as
+    null: NaN in the light curve, and the FITS file falls back to the raw flux there."""
+    out = output_dir(tmp_path, 1, 1, 1)
+    shutil.copytree(out1, out)
+    folder = out / "photometry.parquet"
+    stored = read(folder)
+    for f in folder.glob("*.parquet"):
+        f.unlink()
+    last = int(stored["cadence"].max())
+    done = stored[stored["cadence"] != last].sort_values(["star_id", "cadence"])
+    pq.write_table(pa.Table.from_pandas(done, preserve_index=False),
+                   folder / "compact-0123456789ab.parquet")
+    running = stored[stored["cadence"] == last].drop(columns=["flux_corrected"])
+    pq.write_table(pa.Table.from_pandas(running.sort_values("star_id"), preserve_index=False),
+                   folder / f"cadence-{last:06d}.parquet")
+    star = int(stored["star_id"].iloc[0])
+    lc = tess_ffi.load_lightcurve(star, 1, 1, 1, data_dir=tmp_path)
+    assert len(lc) == N_CADENCES
+    missing = lc["cadence"] == last
+    assert lc.loc[missing, "flux_corrected"].isna().all()
+    assert np.isfinite(lc.loc[~missing, "flux_corrected"]).all()
+    path = tess_ffi.export_lightcurve_fits(star, tmp_path / "s.fits", 1, 1, 1, data_dir=tmp_path)
+    table = Table.read(path, hdu="LIGHTCURVE")
+    pdc, sap = np.asarray(table["PDCSAP_FLUX"]), np.asarray(table["SAP_FLUX"])
+    at = np.asarray(table["CADENCENO"]) == last
+    np.testing.assert_array_equal(pdc[at], sap[at])
+    np.testing.assert_allclose(pdc[~at], lc.loc[~missing, "flux_corrected"], rtol=1e-6)
 
 
 # --- find-variables --------------------------------------------------------------------------
@@ -371,6 +456,8 @@ def test_report_folder(capsys: pytest.CaptureFixture[str], data_dir: Path, out1:
                   "type (VSX):"):
         assert label in text
     assert f"{var['period']:.6f}" in text
+    assert summary["flux"] == "corrected flux" and summary["time_reference"] == "star"
+    assert "corrected flux, times barycentric for the star" in text
     check_lightcurve_fits(Path(f"{prefix}lc.fits"), star, out1)
 
 
@@ -434,16 +521,25 @@ def test_export_features_and_full_time_series(capsys: pytest.CaptureFixture[str]
     assert len(features) < len(stars)  # the filters removed some
     ts = np.load(folder / "timeseries" / "s0001-1-1.npz")
     n = len(features)
-    for key in ("time", "flux", "flux_err", "flux_norm", "quality", "mask"):
+    for key in ("time", "flux", "flux_err", "flux_corrected", "flux_norm", "quality", "mask"):
         assert ts[key].shape == (n, N_CADENCES), key  # every cadence: nothing truncated
-    assert ts["mask"].dtype == bool
+    assert ts["mask"].dtype == bool and ts["flux_corrected"].dtype == np.float32
     np.testing.assert_array_equal(ts["star_id"], features["star_id"].to_numpy())
     np.testing.assert_array_equal(features["ts_row"], np.arange(n))
     phot = read(out1 / "photometry.parquet")
     star = int(features["star_id"].iloc[3])
     mine = phot[phot["star_id"] == star].sort_values("cadence")
     np.testing.assert_allclose(ts["flux"][3], mine["flux"], rtol=1e-6)
-    np.testing.assert_allclose(ts["time"][3], mine["btjd"])
+    np.testing.assert_allclose(ts["flux_corrected"][3], mine["flux_corrected"], rtol=1e-6)
+    assert np.any(ts["flux_corrected"][3] != ts["flux"][3])
+    # flux_norm is the corrected flux over its median usable value.
+    usable = ts["mask"][3]
+    np.testing.assert_allclose(ts["flux_norm"][3],
+                               mine["flux_corrected"] / np.median(mine["flux_corrected"][usable]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(ts["time_ccd"], mine["btjd"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ts["time"][3], star_btjd(out1, star, mine["btjd"].to_numpy()),
+                               rtol=0, atol=1e-9)
     assert json.loads((folder / "manifest.json").read_text())["stars_exported"] == n
     assert "exported" in out and str(folder) in out
 
@@ -467,6 +563,13 @@ def test_combine_one_star_across_sectors(capsys: pytest.CaptureFixture[str], dat
     good = lc[lc["good"]]
     medians = good.groupby("sector")["flux_norm"].median()
     np.testing.assert_allclose(medians, 1.0, atol=1e-6)
+    # The corrected flux is what is normalised, and times are the star's own.
+    assert lc["flux_corrected"].notna().all()
+    corr_med = good.groupby("sector")["flux_corrected"].median()
+    np.testing.assert_allclose(lc["flux_norm"], lc["flux_corrected"] / lc["sector"].map(corr_med),
+                               rtol=1e-9)
+    shift = (lc["btjd"] - lc["btjd_ccd"]) * 86400.0
+    assert (shift.abs() < 120.0).all() and (shift != 0.0).any()
     # Normalised per sector, the 7 % flux offset is gone.
     raw = good.groupby("sector")["flux"].median()
     assert raw[2] / raw[1] == pytest.approx(1.07, rel=0.01)
@@ -517,9 +620,12 @@ def test_python_api(data_dir: Path, out1: Path, candidates: pd.DataFrame, tmp_pa
     star = int(candidates["star_id"].iloc[0])
     lc = tess_ffi.load_lightcurve(star, 1, 1, 1, data_dir=data_dir)
     assert isinstance(lc, pd.DataFrame) and len(lc) == N_CADENCES
+    assert lc["flux_corrected"].notna().all() and np.isfinite(lc["flux_corrected"]).all()
     table = tess_ffi.load_lightcurve(star, 1, data_dir=data_dir, format="astropy")
     assert isinstance(table, Table) and len(table) == N_CADENCES
     assert table.meta["star_id"] == star and table["btjd"].unit == "d"
+    assert table["flux_corrected"].unit == "electron / s" and table["btjd_ccd"].unit == "d"
+    assert table.meta["time_reference"] == "star"
     assert len(tess_ffi.load_stars(1, 1, 1, data_dir=data_dir)) == len(read(out1 / "stars.parquet"))
     phot = tess_ffi.load_photometry(1, data_dir=data_dir, star_ids=[star])
     assert len(phot) == N_CADENCES

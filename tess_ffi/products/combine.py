@@ -4,9 +4,11 @@ Star ids are per sector/camera/CCD, so a star observed in several sectors is fou
 position: :func:`match_across_sectors` groups the star lists of the given sectors (every
 camera and CCD of each) by nearest neighbour within ``radius_arcsec`` (one TESS pixel, 21",
 by default), each sector contributing at most one star to a group. :func:`combine_sectors`
-then reads those stars' photometry, divides each sector's flux by its median usable flux
-(sectors differ in aperture, background and pointing) and writes the stitched light curves as
-Parquet under ``DIR/combined/``.
+then reads those stars' photometry, puts each point at the star's own barycentric time
+(:func:`~tess_ffi.products.tables.with_star_times`), divides each sector's flux (the
+corrected flux where the job cleaned it, :func:`~tess_ffi.products.tables.best_flux`) by its
+median usable value (sectors differ in aperture, background and pointing) and writes the
+stitched light curves as Parquet under ``DIR/combined/``.
 
 Examples
 --------
@@ -36,13 +38,16 @@ from tess_ffi.shared.storage import atomic_write_table
 from .tables import (
     ProductError,
     Target,
+    best_flux,
     default_data_dir,
     find_star_by_tic,
     list_targets,
     load_photometry,
+    load_stars,
     resolve_target,
     star_row,
     target_dir,
+    with_star_times,
 )
 
 __all__ = ["MATCH_RADIUS_ARCSEC", "CombineResult", "match_across_sectors", "combine_sectors"]
@@ -204,9 +209,12 @@ def combine_sectors(
     -------
     CombineResult
         ``lightcurves`` has one row per point: ``group``, ``name``, ``sector``, ``camera``,
-        ``ccd``, ``star_id``, ``cadence``, ``btjd``, ``flux``, ``flux_err``, ``flux_norm``,
-        ``flux_err_norm``, ``quality``, ``good``, sorted by group and time; ``matches`` one row
-        per star and sector with ``sep_arcsec``.
+        ``ccd``, ``star_id``, ``cadence``, ``btjd`` (the star's own barycentric time),
+        ``btjd_ccd`` (the FFI header's, for the CCD centre), ``flux``, ``flux_err`` (raw, e-/s),
+        ``flux_corrected`` (e-/s, NaN where not cleaned), ``flux_norm``, ``flux_err_norm``
+        (the corrected flux where there is one, else the raw flux, and its error, over the
+        sector's median usable value), ``quality``, ``good``, sorted by group and time;
+        ``matches`` one row per star and sector with ``sep_arcsec``.
     """
     root = default_data_dir(data_dir)
     order = _parse_sectors(sectors)
@@ -255,24 +263,26 @@ def combine_sectors(
         phot = load_photometry(target=target, data_dir=root,
                                star_ids=members["star_id"].to_numpy(),
                                columns=["star_id", "cadence", "btjd", "flux", "flux_err",
-                                        "quality"])
+                                        "quality", "flux_corrected"])
         assert isinstance(phot, pd.DataFrame)
+        phot = with_star_times(phot, load_stars(target=target, data_dir=root))
         phot = phot.merge(members[["star_id", "group", "name", "sector", "camera", "ccd"]],
                           on="star_id", how="inner")
         pieces.append(phot)
         if progress is not None:
             progress(i + 1, len(by_target), str(tlabel))
     lc = pd.concat(pieces, ignore_index=True)
-    lc["flux"] = lc["flux"].astype(np.float64)
-    lc["flux_err"] = lc["flux_err"].astype(np.float64)
-    lc["good"] = good_mask(lc["quality"].to_numpy(), bad_bits) & np.isfinite(lc["flux"])
-    good_flux = lc["flux"].where(lc["good"])
-    med = good_flux.groupby([lc["group"], lc["sector"]]).transform("median")
+    for col in ("flux", "flux_err", "flux_corrected"):
+        lc[col] = lc[col].astype(np.float64)
+    flux, flux_err = best_flux(lc)
+    lc["good"] = good_mask(lc["quality"].to_numpy(), bad_bits) & np.isfinite(flux)
+    good_flux = pd.Series(np.where(lc["good"], flux, np.nan), index=lc.index)
+    med = good_flux.groupby([lc["group"], lc["sector"]]).transform("median").to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        lc["flux_norm"] = lc["flux"] / med
-        lc["flux_err_norm"] = lc["flux_err"] / med
-    cols = ["group", "name", "sector", "camera", "ccd", "star_id", "cadence", "btjd", "flux",
-            "flux_err", "flux_norm", "flux_err_norm", "quality", "good"]
+        lc["flux_norm"] = flux / med
+        lc["flux_err_norm"] = flux_err / med
+    cols = ["group", "name", "sector", "camera", "ccd", "star_id", "cadence", "btjd", "btjd_ccd",
+            "flux", "flux_err", "flux_corrected", "flux_norm", "flux_err_norm", "quality", "good"]
     lc = lc[cols].sort_values(["group", "btjd"], kind="stable").reset_index(drop=True)
     span = "-".join(map(str, order))
     path = Path(out) if out is not None else root / "combined" / f"{label}_sectors_{span}.parquet"

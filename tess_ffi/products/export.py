@@ -10,10 +10,16 @@
   ``ts_file`` and ``ts_row`` point at the star's time series;
 * ``timeseries/sSSSS-C-D.npz``: per target, arrays with one row per exported star and one
   column per cadence (every stored cadence: nothing is truncated or resampled):
-  ``time`` (BTJD, float64), ``flux``, ``flux_err`` (e-/s, float32, NaN where the star was not
-  measured), ``flux_norm`` (flux over the star's median good flux), ``quality`` (int32, -1 where
-  not measured), ``mask`` (bool, True where the point is usable: measured, finite and without
-  any bad quality bit), and ``star_id``, ``cadence``, ``sector``, ``camera``, ``ccd``;
+  ``time`` (the star's own barycentric time, BTJD, float64: the FFI header's time, which is
+  for the CCD's centre, plus the star's offset, see
+  :func:`~tess_ffi.products.tables.with_star_times`), ``flux``, ``flux_err`` (raw aperture
+  flux, e-/s, float32, NaN where the star was not measured), ``flux_corrected`` (the flux
+  divided by the aggregator's common-mode model, e-/s, float32, NaN where not measured or not
+  cleaned), ``flux_norm`` (the corrected flux where there is one, else the raw flux
+  (:func:`~tess_ffi.products.tables.best_flux`), over the star's median of it at usable
+  points), ``quality`` (int32, -1 where not measured), ``mask`` (bool, True where the point
+  is usable: measured, finite and without any bad quality bit), and ``star_id``, ``cadence``,
+  ``time_ccd`` (the header's time of each cadence), ``sector``, ``camera``, ``ccd``;
 * ``manifest.json``: the filters, targets, counts and this layout.
 
 Stars are kept when their completeness (usable points over the job's expected cadences) is at
@@ -49,12 +55,16 @@ from tess_ffi.shared.storage import atomic_write, atomic_write_json, atomic_writ
 from .tables import (
     ProductError,
     Target,
+    best_flux,
     default_data_dir,
     expected_cadences,
     lightcurve_stats,
     list_targets,
     load_photometry,
+    load_stars,
+    star_time_offsets,
     target_dir,
+    with_star_times,
 )
 
 __all__ = ["ExportResult", "export_dataset", "dense_matrix", "target_features"]
@@ -103,7 +113,11 @@ def target_features(
     bad_bits: int = DEFAULT_BAD_BITS,
 ) -> pd.DataFrame:
     """Feature rows of every star of ``target`` (stars + photometry statistics + variability
-    + candidate columns), before any filter."""
+    + candidate columns), before any filter.
+
+    ``photometry`` (default: all of the target's, read here) gets each star's own times
+    (:func:`~tess_ffi.products.tables.with_star_times`) unless it has them already, so
+    ``btjd_start`` and ``btjd_end`` are the star's."""
     root = default_data_dir(data_dir)
     folder = target_dir(target, root)
     stars = _read_optional(folder / "stars.parquet")
@@ -112,6 +126,8 @@ def target_features(
     if photometry is None:
         photometry = load_photometry(target=target, data_dir=root)  # type: ignore[assignment]
     assert isinstance(photometry, pd.DataFrame)
+    if "btjd_ccd" not in photometry.columns:
+        photometry = with_star_times(photometry, stars)
     n_expected = max(expected_cadences(target, root), int(photometry["cadence"].nunique()))
     stats = lightcurve_stats(photometry, n_expected, bad_bits=bad_bits)
     features = stars.merge(stats, on="star_id", how="left",
@@ -143,34 +159,48 @@ def target_features(
 
 
 def _timeseries(
-    photometry: pd.DataFrame, star_ids: npt.NDArray[np.int64], bad_bits: int
+    photometry: pd.DataFrame, stars: pd.DataFrame, star_ids: npt.NDArray[np.int64], bad_bits: int
 ) -> dict[str, npt.NDArray[Any]]:
-    cad_time = photometry.groupby("cadence", sort=True)["btjd"].first()
+    """The .npz arrays of ``star_ids`` (sorted) from stored photometry rows (header times in
+    ``btjd_ccd`` when present, else ``btjd``) and the target's whole star list."""
+    header = "btjd_ccd" if "btjd_ccd" in photometry.columns else "btjd"
+    cad_time = photometry.groupby("cadence", sort=True)[header].first()
     cadences = cad_time.index.to_numpy(dtype=np.int64)
+    time_ccd = cad_time.to_numpy(dtype=np.float64)
     keep = np.isin(photometry["star_id"].to_numpy(), star_ids)
     p = photometry[keep]
     rows = np.searchsorted(star_ids, p["star_id"].to_numpy())
     cols = np.searchsorted(cadences, p["cadence"].to_numpy())
     n, m = star_ids.size, cadences.size
-    flux = dense_matrix(rows, cols, p["flux"].to_numpy(np.float32), n, m, fill=np.nan)
-    err = dense_matrix(rows, cols, p["flux_err"].to_numpy(np.float32), n, m, fill=np.nan)
-    quality = dense_matrix(rows, cols, p["quality"].to_numpy(np.int32), n, m, fill=-1)
-    measured = dense_matrix(rows, cols, np.ones(len(p), bool), n, m, fill=False)
-    mask = measured & good_mask(quality, bad_bits) & np.isfinite(flux)
+
+    def matrix(values: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+        return dense_matrix(rows, cols, values, n, m, fill=fill)
+
+    flux = matrix(p["flux"].to_numpy(np.float32), np.nan)
+    err = matrix(p["flux_err"].to_numpy(np.float32), np.nan)
+    corrected = (matrix(p["flux_corrected"].to_numpy(np.float32), np.nan)
+                 if "flux_corrected" in p.columns else np.full((n, m), np.nan, np.float32))
+    quality = matrix(p["quality"].to_numpy(np.int32), -1)
+    measured = matrix(np.ones(len(p), bool), False)
+    best, _ = best_flux({"flux": flux, "flux_err": err, "flux_corrected": corrected})
+    mask = measured & good_mask(quality, bad_bits) & np.isfinite(best)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a star without a usable point
-        med = np.nanmedian(np.where(mask, flux, np.nan), axis=1) if m else np.zeros(n)
-        norm = (flux / med[:, None]).astype(np.float32)
-    time_row = cad_time.to_numpy(dtype=np.float64)
+        med = np.nanmedian(np.where(mask, best, np.nan), axis=1) if m else np.zeros(n)
+        norm = (best / med[:, None]).astype(np.float32)
+    offsets = star_time_offsets(stars, star_ids, time_ccd) if n else None
+    time = time_ccd[None, :] + (np.zeros((n, 1)) if offsets is None else offsets)
     return {
-        "time": np.broadcast_to(time_row, (n, m)).copy(),
+        "time": np.broadcast_to(time, (n, m)).copy(),
         "flux": flux,
         "flux_err": err,
+        "flux_corrected": corrected,
         "flux_norm": norm,
         "quality": quality,
         "mask": mask,
         "star_id": star_ids,
         "cadence": cadences,
+        "time_ccd": time_ccd,
     }
 
 
@@ -232,8 +262,10 @@ def export_dataset(
     for i, target in enumerate(targets):
         phot = load_photometry(target=target, data_dir=root,
                                columns=["star_id", "cadence", "btjd", "flux", "flux_err",
-                                        "quality"])
+                                        "quality", "flux_corrected"])
         assert isinstance(phot, pd.DataFrame)
+        stars = load_stars(target=target, data_dir=root)
+        phot = with_star_times(phot, stars)
         features = target_features(target, root, photometry=phot, bad_bits=bad_bits)
         total_before += len(features)
         snr = features["snr"] if "snr" in features.columns else features["phot_snr"]
@@ -242,7 +274,7 @@ def export_dataset(
         features = features[keep].sort_values("star_id").reset_index(drop=True)
         if len(features):
             ids = features["star_id"].to_numpy(dtype=np.int64)
-            arrays = _timeseries(phot, ids, bad_bits)
+            arrays = _timeseries(phot, stars, ids, bad_bits)
             ts_path = folder / "timeseries" / f"{target.label}.npz"
             meta = {"sector": np.int32(target.sector), "camera": np.int32(target.camera),
                     "ccd": np.int32(target.ccd)}
@@ -284,12 +316,17 @@ def export_dataset(
                      "columns": list(map(str, table.columns))},
         "timeseries": {
             "files": [f"timeseries/{p.name}" for p in files],
-            "arrays": {"time": "BTJD float64 (n_stars, n_cadences)",
-                       "flux": "e-/s float32, NaN where not measured",
-                       "flux_err": "e-/s float32", "flux_norm": "flux / median usable flux",
+            "arrays": {"time": "BTJD float64 (n_stars, n_cadences), the star's own "
+                               "barycentric time",
+                       "flux": "raw flux, e-/s float32, NaN where not measured",
+                       "flux_err": "e-/s float32",
+                       "flux_corrected": "flux / common-mode model, e-/s float32, NaN where "
+                                         "not measured or not cleaned",
+                       "flux_norm": "flux_corrected (else flux) / its median usable value",
                        "quality": "int32 bitmask, -1 where not measured",
                        "mask": "bool, True where usable", "star_id": "(n_stars,)",
-                       "cadence": "(n_cadences,)"},
+                       "cadence": "(n_cadences,)",
+                       "time_ccd": "(n_cadences,) BTJD of the FFI headers (the CCD centre)"},
         },
     }
     manifest_path = folder / "manifest.json"

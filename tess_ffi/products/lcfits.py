@@ -13,12 +13,17 @@ lightcurve_files.read_lightcurve`:
   ``SAP_FLUX_ERR``, ``SAP_BKG`` (e-/s), ``PDCSAP_FLUX``, ``PDCSAP_FLUX_ERR``, ``QUALITY``,
   ``MOM_CENTR1``, ``MOM_CENTR2`` (the star's column and row, 0-based pixels of the FFI).
 
-The pipeline measures simple aperture flux and applies no PDC-style systematics correction,
-so ``FLUX``, ``SAP_FLUX`` and ``PDCSAP_FLUX`` hold the same values (lightkurve reads
-``PDCSAP_FLUX`` by default). ``QUALITY`` keeps the TESS ``DQUALITY`` bits and the pipeline's
-own bits (20-24, :mod:`tess_ffi.shared.quality`); points the pipeline rejects for its own
-reasons (saturated, negative flux, outside the image) also carry bit 128 (``MANUAL_EXCLUDE``),
-so lightkurve's default quality mask drops them too.
+``TIME`` is the light curve's ``btjd``: from
+:func:`~tess_ffi.products.tables.load_lightcurve`, the star's own barycentric time (the FFI
+header's time is for the CCD's centre). ``SAP_FLUX`` is the raw aperture flux. ``PDCSAP_FLUX``
+(which lightkurve reads by default) and ``FLUX`` are the cleaned flux: the raw flux divided
+by the aggregator's common-mode (cotrending) model, ``flux_corrected``, with the error scaled
+alike, on every frame that has one, and the raw flux on the others
+(:func:`~tess_ffi.products.tables.best_flux`). ``QUALITY`` keeps the TESS ``DQUALITY`` bits,
+the photometer's bits (20-24) and the cleaning's (25 ``OUTLIER``, 26 ``BAD_EPOCH``; see
+:mod:`tess_ffi.shared.quality`); points the pipeline rejects for its own reasons (saturated,
+negative flux, outside the image, the cleaning's outliers and bad epochs) also carry bit 128
+(``MANUAL_EXCLUDE``), so lightkurve's default quality mask drops them too.
 
 Examples
 --------
@@ -31,6 +36,10 @@ Examples
 ('LIGHTCURVE', 'TESS', 2457000)
 >>> hdul[1].data["QUALITY"].tolist()
 [0, 32, 2097280]
+>>> lc["flux_corrected"] = [10.5, np.nan, 9.0]       # the middle frame was not cleaned
+>>> d = lightcurve_hdulist(lc, {"star_id": 7})[1].data
+>>> d["PDCSAP_FLUX"].tolist(), d["SAP_FLUX"].tolist()
+([10.5, 11.0, 9.0], [10.0, 11.0, 9.0])
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ from astropy.io import fits
 
 from tess_ffi.shared.quality import DEFAULT_BAD_BITS, TESS_DQUALITY_MASK, QualityFlags
 from tess_ffi.shared.storage import atomic_write
+
+from .tables import best_flux
 
 __all__ = [
     "BTJD_OFFSET",
@@ -103,8 +114,9 @@ def lightcurve_hdulist(lc: pd.DataFrame, meta: Mapping[str, Any]) -> fits.HDULis
     Parameters
     ----------
     lc : DataFrame
-        Photometry rows of one star: ``btjd``, ``flux``, ``flux_err``, ``quality`` and
-        optionally ``cadence``, ``bkg``, ``x``, ``y``.
+        Photometry rows of one star: ``btjd`` (written as ``TIME``), ``flux``, ``flux_err``,
+        ``quality`` and optionally ``flux_corrected`` (for ``PDCSAP_FLUX`` and ``FLUX``),
+        ``cadence``, ``bkg``, ``x``, ``y``.
     meta : mapping
         ``sector``, ``camera``, ``ccd``, ``star_id``, ``ra``, ``dec`` (deg), and optionally
         ``tmag``, ``tic_id``, ``object``.
@@ -117,6 +129,7 @@ def lightcurve_hdulist(lc: pd.DataFrame, meta: Mapping[str, Any]) -> fits.HDULis
     time = lc["btjd"].to_numpy(dtype=np.float64)
     flux = lc["flux"].to_numpy(dtype=np.float32)
     err = lc["flux_err"].to_numpy(dtype=np.float32)
+    pdc, pdc_err = (v.astype(np.float32) for v in best_flux(lc))
     quality = lc["quality"].to_numpy(dtype=np.int64)
     quality = np.where(quality & _OWN_BAD_BITS, quality | int(QualityFlags.MANUAL_EXCLUDE), quality)
     cadence = (lc["cadence"].to_numpy(dtype=np.int32) if "cadence" in lc.columns
@@ -129,13 +142,13 @@ def lightcurve_hdulist(lc: pd.DataFrame, meta: Mapping[str, Any]) -> fits.HDULis
     cols = [
         fits.Column("TIME", "D", unit="BJD - 2457000, days", array=time),
         fits.Column("CADENCENO", "J", array=cadence),
-        fits.Column("FLUX", "E", unit=e_s, array=flux),
-        fits.Column("FLUX_ERR", "E", unit=e_s, array=err),
+        fits.Column("FLUX", "E", unit=e_s, array=pdc),
+        fits.Column("FLUX_ERR", "E", unit=e_s, array=pdc_err),
         fits.Column("SAP_FLUX", "E", unit=e_s, array=flux),
         fits.Column("SAP_FLUX_ERR", "E", unit=e_s, array=err),
         fits.Column("SAP_BKG", "E", unit=e_s, array=bkg),
-        fits.Column("PDCSAP_FLUX", "E", unit=e_s, array=flux),
-        fits.Column("PDCSAP_FLUX_ERR", "E", unit=e_s, array=err),
+        fits.Column("PDCSAP_FLUX", "E", unit=e_s, array=pdc),
+        fits.Column("PDCSAP_FLUX_ERR", "E", unit=e_s, array=pdc_err),
         fits.Column("QUALITY", "J", array=quality.astype(np.int32)),
         fits.Column("MOM_CENTR1", "E", unit="pixel", array=x),
         fits.Column("MOM_CENTR2", "E", unit="pixel", array=y),
@@ -196,11 +209,16 @@ def lightcurve_hdulist(lc: pd.DataFrame, meta: Mapping[str, Any]) -> fits.HDULis
     for key in ("SECTOR", "CAMERA", "CCD", "RA_OBJ", "DEC_OBJ"):
         if key in h:
             th[key] = (h[key], h.comments[key])
-    th.add_comment("tess-ffi aperture photometry of calibrated FFIs; no systematics correction:")
-    th.add_comment("FLUX, SAP_FLUX and PDCSAP_FLUX hold the same values.")
+    th.add_comment("tess-ffi aperture photometry of calibrated FFIs. SAP_FLUX: raw aperture")
+    th.add_comment("flux; PDCSAP_FLUX and FLUX: SAP_FLUX divided by tess-ffi's common-mode")
+    th.add_comment("(cotrending) model where the light curve was cleaned, else SAP_FLUX.")
+    if "btjd_ccd" in lc.columns and np.any(lc["btjd_ccd"].to_numpy(dtype=np.float64) != time):
+        th.add_comment("TIME: the star's own barycentric time (FFI header time, which is for")
+        th.add_comment("the CCD centre, plus the star's light-travel-time offset).")
     th.add_comment("QUALITY: TESS DQUALITY bits 0-15; tess-ffi bits 20 EDGE, 21 SATURATED,")
-    th.add_comment("22 NEGATIVE_FLUX, 23 OUTSIDE, 24 CONTAMINATED; rows tess-ffi rejects")
-    th.add_comment("also carry bit 128 (MANUAL_EXCLUDE).")
+    th.add_comment("22 NEGATIVE_FLUX, 23 OUTSIDE, 24 CONTAMINATED, 25 OUTLIER, 26 BAD_EPOCH")
+    th.add_comment("(25-26 from the light-curve cleaning); rows tess-ffi rejects also carry")
+    th.add_comment("bit 128 (MANUAL_EXCLUDE).")
     return fits.HDUList([primary, table])
 
 

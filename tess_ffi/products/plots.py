@@ -96,11 +96,13 @@ def plot_lightcurve(
     good: npt.ArrayLike | None = None,
     tmag: float | None = None,
     title: str = "",
+    flux_label: str = "flux",
 ) -> Path:
-    """The raw light curve against BTJD; flagged points (``good`` False) in grey.
+    """The light curve against BTJD; flagged points (``good`` False) in grey.
 
     With ``tmag`` the y axis is the TESS magnitude (``tmag`` at the median good flux,
-    brighter up), as a VSX submission shows it; otherwise flux in e-/s.
+    brighter up), as a VSX submission shows it; otherwise ``flux_label`` in e-/s (say
+    which flux it is, e.g. :func:`~tess_ffi.products.tables.flux_label`'s "corrected flux").
     """
     t, f, e = _arrays(time, flux, flux_err)
     assert t is not None and f is not None
@@ -115,7 +117,7 @@ def plot_lightcurve(
         ax.set_ylabel("TESS magnitude (T)")
     else:
         y, dy = f, e
-        ax.set_ylabel("flux (e-/s)")
+        ax.set_ylabel(f"{flux_label} (e-/s)")
     if (~ok).any():
         ax.plot(t[~ok], y[~ok], ".", color="0.75", ms=3, label="flagged")
     if dy is not None:
@@ -196,11 +198,13 @@ def plot_phase(
     tmag: float | None = None,
     title: str = "",
     bins: int = 50,
+    flux_label: str = "flux",
 ) -> Path:
     """The light curve folded on ``period`` with phase 0 at ``epoch`` (BTJD), two cycles.
 
     Points and the binned median curve; the period and the epoch (as BJD) are written on the
-    plot, as VSX asks of a phase plot. With ``tmag`` the y axis is in TESS magnitudes.
+    plot, as VSX asks of a phase plot. With ``tmag`` the y axis is in TESS magnitudes,
+    otherwise ``flux_label`` over its median.
     """
     if not (period > 0 and math.isfinite(period)):
         raise ValueError(f"a phase plot needs a positive period, got {period}")
@@ -216,7 +220,7 @@ def plot_phase(
         ylabel = "TESS magnitude (T)"
     else:
         y = f / ref
-        ylabel = "normalised flux"
+        ylabel = f"normalised {flux_label}"
     phase = np.mod((t - epoch) / period, 1.0)
     centres, med = binned_phase_curve(phase, y, bins)
     fig = _figure("phase")

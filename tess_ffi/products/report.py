@@ -3,7 +3,9 @@
 :func:`build_report` writes, into ``DIR/variable_stars/<TIC_n or STAR_id_sSSSS-C-D>/``, files
 prefixed with the target label (a star observed in several sectors keeps one folder):
 
-* ``sSSSS-C-D_VSX_lightcurve.png``: the raw light curve in TESS magnitudes against BTJD;
+* ``sSSSS-C-D_VSX_lightcurve.png``: the light curve in TESS magnitudes against the star's
+  own BTJD, from the corrected flux where the job cleaned it
+  (:func:`~tess_ffi.products.tables.best_flux`; the title says which);
 * ``sSSSS-C-D_VSX_phase.png``: the phase-folded curve, with period and epoch (periodic stars);
 * ``sSSSS-C-D_periodogram.png``: Lomb-Scargle (and box least squares for eclipses);
 * ``sSSSS-C-D_summary.txt`` and ``.json``: coordinates, type, period, epochs of minimum and
@@ -43,9 +45,11 @@ from .lcfits import BTJD_OFFSET, object_name, write_lightcurve_fits
 from .tables import (
     ProductError,
     Target,
+    best_flux,
     default_data_dir,
     expected_cadences,
     find_star_by_tic,
+    flux_label,
     flux_to_mag,
     load_lightcurve,
     resolve_target,
@@ -235,6 +239,7 @@ def _summary_text(s: dict[str, Any]) -> str:
             return none
         return format(value, spec)
 
+    where_time = "star" if s.get("time_reference") == "star" else "CCD centre"
     lines = [
         "# tess-ffi variable star report",
         f"name:              {s['name']}",
@@ -260,7 +265,8 @@ def _summary_text(s: dict[str, Any]) -> str:
         f"{s.get('tmag_source', '')})",
         f"data:              TESS FFIs, {s['n_good']} good of {s['n_expected']} cadences, "
         f"BTJD {s['btjd_start']:.4f} - {s['btjd_end']:.4f}, "
-        f"cadence {fmt(s.get('cadence_s'), '.0f')} s",
+        f"cadence {fmt(s.get('cadence_s'), '.0f')} s; {s.get('flux', 'raw flux')}, "
+        f"times barycentric for the {where_time}",
         "files:             " + ", ".join(s.get("files", [])),
         "",
     ]
@@ -323,10 +329,10 @@ def build_report(
     var = _row_or_none(folder_of_target / "variability.parquet", star_id)
     cand = _row_or_none(folder_of_target / "candidates.parquet", star_id)
     lc = load_lightcurve(star_id, target=target, data_dir=root)
-    good = lc["good"].to_numpy() & np.isfinite(lc["flux"].to_numpy(dtype=float))
-    t = lc["btjd"].to_numpy(dtype=float)
-    f = lc["flux"].to_numpy(dtype=float)
-    e = lc["flux_err"].to_numpy(dtype=float)
+    t = lc["btjd"].to_numpy(dtype=float)  # the star's own barycentric time
+    f, e = best_flux(lc)
+    kind = flux_label(lc)
+    good = lc["good"].to_numpy() & np.isfinite(f)
     if good.sum() < 5:
         raise ProductError(f"star {star_id} of {target.label} has only {int(good.sum())} good "
                            "points: nothing to report")
@@ -401,7 +407,7 @@ def build_report(
 
     files.append(plots.plot_lightcurve(t, f, folder / f"{prefix}VSX_lightcurve.png",
                                        flux_err=e, good=good, tmag=tmag_ref,
-                                       title=f"{title}: raw light curve"))
+                                       title=f"{title}: light curve ({kind})", flux_label=kind))
     tick("light curve plot")
     tg, fg, eg = t[good], f[good], e[good]
     try:
@@ -434,7 +440,8 @@ def build_report(
         amplitude_basis = "peak to peak of the binned phase curve"
         files.append(plots.plot_phase(tg, fg, p_found, epoch_min,
                                       folder / f"{prefix}VSX_phase.png", tmag=tmag_ref,
-                                      title=f"{title}: {vsx_type(var_class)}, phase plot"))
+                                      title=f"{title}: {vsx_type(var_class)}, phase plot ({kind})",
+                                      flux_label=kind))
     else:
         epoch_min = epoch_max = None
         mag = flux_to_mag(fg, float(np.median(fg)))
@@ -488,6 +495,8 @@ def build_report(
         "btjd_start": float(tg.min()),
         "btjd_end": float(tg.max()),
         "cadence_s": float(np.median(cadence) * 86400.0) if cadence.size else None,
+        "flux": kind,
+        "time_reference": lc.attrs.get("time_reference", "ccd"),
     })
     txt = folder / f"{prefix}summary.txt"
     js = folder / f"{prefix}summary.json"

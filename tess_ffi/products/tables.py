@@ -6,6 +6,17 @@ loaders here read them back: the star list, the photometry (all of it, or some s
 star's light curve, the variability table and the candidates. Per-star statistics of the
 photometry are computed in one vectorised pass (:func:`lightcurve_stats`).
 
+Two rules every product shares, each in one helper:
+
+* :func:`best_flux`: the cleaned flux (``flux_corrected``, the raw flux divided by the
+  aggregator's common-mode model) where a frame has one, with the error scaled alike, else
+  the raw flux;
+* :func:`star_time_offsets` / :func:`with_star_times`: the stored ``btjd`` is the FFI header's
+  time, barycentric for the CCD's centre; a star's own barycentric time adds the offset of
+  :class:`~tess_ffi.shared.timing.BarycentricCorrection` for the CCD reference direction
+  located from the whole star list (the rule the aggregator applies to the light curves it
+  sends to the analyzer).
+
 Examples
 --------
 >>> Target(70, 1, 2).label
@@ -16,6 +27,11 @@ Target(sector=70, camera=1, ccd=2)
 >>> ids, starts, stops = group_bounds(np.array([3, 3, 5, 9, 9, 9]))
 >>> ids.tolist(), starts.tolist(), stops.tolist()
 ([3, 5, 9], [0, 2, 3], [2, 3, 6])
+>>> lc = pd.DataFrame({"flux": [100.0, 50.0], "flux_err": [2.0, 1.0],
+...                    "flux_corrected": [110.0, np.nan]})
+>>> flux, err = best_flux(lc)
+>>> flux.tolist(), err.tolist()
+([110.0, 50.0], [2.2, 1.0])
 """
 
 from __future__ import annotations
@@ -38,7 +54,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tess_ffi.shared.config import output_dir
+from tess_ffi.shared.contracts import STORED_PHOTOMETRY_COLUMNS, STORED_PHOTOMETRY_SCHEMA
 from tess_ffi.shared.quality import DEFAULT_BAD_BITS, good_mask
+from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
 
 __all__ = [
     "ProductError",
@@ -60,11 +78,16 @@ __all__ = [
     "group_bounds",
     "lightcurve_stats",
     "flux_to_mag",
+    "best_flux",
+    "flux_label",
+    "star_time_offsets",
+    "with_star_times",
     "PHOTOMETRY_COLUMNS",
 ]
 
-#: Columns of ``photometry.parquet`` (one row per star and cadence).
-PHOTOMETRY_COLUMNS = ["star_id", "cadence", "btjd", "flux", "flux_err", "bkg", "x", "y", "quality"]
+#: Columns of ``photometry.parquet`` (one row per star and cadence): the stored schema,
+#: :data:`~tess_ffi.shared.contracts.STORED_PHOTOMETRY_COLUMNS` (an alias of it).
+PHOTOMETRY_COLUMNS = STORED_PHOTOMETRY_COLUMNS
 
 _SECTOR_DIR = re.compile(r"^sector_(\d{3,})$")
 _TARGET_DIR = re.compile(r"^cam([1-4])_ccd([1-4])$")
@@ -308,6 +331,10 @@ def load_photometry(
 ) -> pd.DataFrame | pa.Table:
     """Photometry rows (all stars, or ``star_ids``), sorted by star and time.
 
+    The rows are as stored: ``btjd`` is the FFI header's time (barycentric for the CCD's
+    centre, see :func:`with_star_times`), and ``flux_corrected`` is null (NaN in pandas)
+    where the light curves were not cleaned yet (per-cadence files of a running job).
+
     Parameters
     ----------
     sector, camera, ccd : int, optional
@@ -337,7 +364,9 @@ def load_photometry(
         ids = np.unique(np.asarray(star_ids, dtype=np.int64))
         flt = pc.field("star_id").isin(pa.array(ids))
     try:
-        table = ds.dataset(folder, format="parquet").to_table(columns=cols, filter=flt)
+        # One schema for every file: per-cadence files without flux_corrected read it as null.
+        dataset = ds.dataset(folder, format="parquet", schema=STORED_PHOTOMETRY_SCHEMA)
+        table = dataset.to_table(columns=cols, filter=flt)
     except (OSError, pa.ArrowException) as exc:
         raise ProductError(f"{folder}: unreadable photometry ({exc})") from None
     table = table.sort_by([("star_id", "ascending"), ("btjd", "ascending")])
@@ -386,6 +415,140 @@ def find_star_by_tic(
                        "cross-match names it)")
 
 
+def best_flux(
+    lc: pd.DataFrame | Any,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The flux to show and analyse: corrected where a frame has one, else raw.
+
+    Parameters
+    ----------
+    lc : DataFrame or table
+        Rows with ``flux``, ``flux_err`` and optionally ``flux_corrected`` (anything indexable
+        by column name: a DataFrame, an astropy or a dict of arrays).
+
+    Returns
+    -------
+    flux, flux_err : ndarray of float64
+        ``flux_corrected`` and ``flux_err * |flux_corrected / flux|`` (the error scaled as the
+        flux was, as the analyzer does) where ``flux_corrected`` and that ratio are finite;
+        the raw ``flux`` and ``flux_err`` elsewhere (and everywhere without the column).
+    """
+    try:
+        raw = np.asarray(lc["flux"], dtype=np.float64)
+        err = np.asarray(lc["flux_err"], dtype=np.float64)
+    except KeyError:
+        raise ProductError("a light curve needs columns flux and flux_err") from None
+    if "flux_corrected" not in _column_names(lc):
+        return raw, err
+    corrected = np.asarray(lc["flux_corrected"], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.abs(corrected / raw)
+    use = np.isfinite(corrected) & np.isfinite(scale)
+    return np.where(use, corrected, raw), np.where(use, err * scale, err)
+
+
+def flux_label(lc: pd.DataFrame | Any) -> str:
+    """What :func:`best_flux` gives for ``lc``, for plot labels: ``"corrected flux"``,
+    ``"raw flux"`` or, when only some frames are corrected, ``"corrected flux (raw where not
+    cleaned)"``.
+
+    >>> flux_label(pd.DataFrame({"flux": [1.0, 2.0], "flux_corrected": [1.0, np.nan]}))
+    'corrected flux (raw where not cleaned)'
+    >>> flux_label({"flux": [1.0]})
+    'raw flux'
+    """
+    if "flux_corrected" not in _column_names(lc):
+        return "raw flux"
+    measured = np.isfinite(np.asarray(lc["flux"], dtype=np.float64))
+    corrected = np.isfinite(np.asarray(lc["flux_corrected"], dtype=np.float64))[measured]
+    if corrected.size == 0 or not corrected.any():
+        return "raw flux"
+    return "corrected flux" if corrected.all() else "corrected flux (raw where not cleaned)"
+
+
+def _column_names(lc: Any) -> set[str]:
+    names = getattr(lc, "colnames", None)  # astropy tables
+    if names is None:
+        names = getattr(lc, "columns", None)  # pandas
+    return {str(n) for n in (names if names is not None else lc.keys())}
+
+
+def star_time_offsets(
+    stars: pd.DataFrame, star_ids: npt.ArrayLike, btjd: npt.ArrayLike
+) -> npt.NDArray[np.float64] | None:
+    """Days to add to FFI header times to get each star's own barycentric time.
+
+    The header's times are barycentric for the CCD's centre. Its direction is located from
+    the whole star list (:func:`~tess_ffi.shared.timing.ccd_reference_direction` of every
+    star's ``x``, ``y``, ``ra``, ``dec``) and the offsets are
+    :meth:`~tess_ffi.shared.timing.BarycentricCorrection.offsets_days`: the same rule as the
+    light curves the aggregator sends to the analyzer.
+
+    Parameters
+    ----------
+    stars : DataFrame
+        The target's star list (``star_id``, ``ra``, ``dec``, ``x``, ``y``), all of it.
+    star_ids : array_like of int
+        The stars wanted (each must be in ``stars``).
+    btjd : array_like of float
+        Header times (BTJD); non-finite times get NaN offsets.
+
+    Returns
+    -------
+    ndarray of float64, shape (len(star_ids), len(btjd)), or None
+        None when the star list has fewer than 3 stars with finite positions (the CCD's
+        centre cannot be located): the header times are then left as they are.
+    """
+    missing = {"star_id", "ra", "dec", "x", "y"} - set(stars.columns)
+    if missing:
+        raise ProductError(f"the star list lacks column(s) {sorted(missing)}")
+    t = np.asarray(btjd, dtype=np.float64).ravel()
+    x, y, ra, dec = (stars[c].to_numpy(dtype=np.float64) for c in ("x", "y", "ra", "dec"))
+    located = np.isfinite(x) & np.isfinite(y) & np.isfinite(ra) & np.isfinite(dec)
+    if int(located.sum()) < 3 or t.size == 0:
+        return None
+    all_ids = stars["star_id"].to_numpy(dtype=np.int64)
+    order = np.argsort(all_ids, kind="stable")
+    ids = np.asarray(star_ids, dtype=np.int64).ravel()
+    at = order[np.clip(np.searchsorted(all_ids[order], ids), 0, order.size - 1)]
+    unknown = all_ids[at] != ids
+    if unknown.any():
+        raise ProductError(f"star id(s) {ids[unknown][:5].tolist()} are not in the star list")
+    ref_ra, ref_dec = ccd_reference_direction(x[located], y[located], ra[located], dec[located])
+    finite = np.isfinite(t)
+    out = np.full((ids.size, t.size), np.nan)
+    out[:, finite] = BarycentricCorrection(t[finite], ref_ra, ref_dec).offsets_days(ra[at], dec[at])
+    return out
+
+
+def with_star_times(photometry: pd.DataFrame, stars: pd.DataFrame) -> pd.DataFrame:
+    """Photometry rows with each star's own barycentric time.
+
+    ``btjd`` becomes the star's time (header time plus :func:`star_time_offsets`) and
+    ``btjd_ccd`` (inserted after it) keeps the header's. A frame that already has
+    ``btjd_ccd`` is recomputed from it, so applying this twice changes nothing. With fewer
+    than 3 located stars the times stay the header's. ``attrs["time_reference"]`` of the
+    result says which: ``"star"`` or ``"ccd"``.
+
+    Parameters
+    ----------
+    photometry : DataFrame
+        Rows with ``star_id`` and ``btjd`` (header times).
+    stars : DataFrame
+        The target's whole star list.
+    """
+    base_col = "btjd_ccd" if "btjd_ccd" in photometry.columns else "btjd"
+    header = photometry[base_col].to_numpy(dtype=np.float64)
+    grid, col = np.unique(header, return_inverse=True)
+    ids, row = np.unique(photometry["star_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    offsets = star_time_offsets(stars, ids, grid)
+    out = photometry.drop(columns=["btjd_ccd"], errors="ignore")
+    out["btjd"] = header if offsets is None else header + offsets[row.ravel(), col.ravel()]
+    out.insert(int(out.columns.get_loc("btjd")) + 1, "btjd_ccd", header)
+    out.attrs["time_reference"] = "ccd" if offsets is None else "star"
+    return out
+
+
 def load_lightcurve(
     star_id: int,
     sector: int | None = None,
@@ -398,43 +561,78 @@ def load_lightcurve(
     bad_bits: int = DEFAULT_BAD_BITS,
     format: Literal["pandas", "astropy"] = "pandas",
 ) -> Any:
-    """One star's light curve: btjd, flux, flux_err, bkg, x, y, quality and ``good``.
+    """One star's light curve, sorted by time.
 
-    ``good`` is True where none of ``bad_bits`` is set in ``quality``; ``good_only`` keeps
-    only those rows. ``format="astropy"`` returns an :class:`astropy.table.Table` with units
-    and the star's metadata (sector, camera, ccd, star_id, ra, dec, tmag, tic_id) in ``meta``.
+    Parameters
+    ----------
+    star_id : int
+        The star (``star_id`` of ``stars.parquet``).
+    sector, camera, ccd : int, optional
+        The target; parts may be left out when only one stored target matches.
+    data_dir : path, optional
+        The output root (default ``TESS_FFI_DATA_DIR`` or ``./data``).
+    good_only : bool
+        Keep only the rows where ``good`` is True.
+    bad_bits : int
+        Quality bits that make a point not ``good``.
+    format : {"pandas", "astropy"}
+        A :class:`pandas.DataFrame`, or an :class:`astropy.table.Table` with units and the
+        star's metadata in ``meta``.
+
+    Returns
+    -------
+    DataFrame or Table
+        Columns ``cadence``; ``btjd``, the star's own barycentric time (BTJD = BJD_TDB -
+        2457000: the FFI header's time, which is for the CCD's centre, plus the star's offset
+        of up to about a minute, see :func:`with_star_times`); ``btjd_ccd``, the header's
+        time; ``flux``, ``flux_err`` (raw aperture flux, e-/s); ``bkg``; ``x``, ``y``;
+        ``quality``; ``flux_corrected`` (the flux divided by the aggregator's common-mode
+        model, e-/s; NaN where the light curve is not cleaned yet; :func:`best_flux` picks
+        it); ``good`` (none of ``bad_bits`` set in ``quality``). With fewer than 3 stars in
+        the star list (or none stored) ``btjd`` equals ``btjd_ccd``. The astropy form's
+        ``meta`` holds sector, camera, ccd, star_id, ra, dec, tmag, tic_id, ``time_format``
+        and ``time_reference`` (``"star"``, or ``"ccd"`` when the times are the header's).
     """
     if format not in ("pandas", "astropy"):
         raise ProductError(f"format must be 'pandas' or 'astropy', got {format!r}")
     t = _target(target, sector, camera, ccd, data_dir)
+    stars_path = target_dir(t, data_dir) / "stars.parquet"
+    stars = _read_parquet(stars_path, "star list") if stars_path.exists() else None
     lc = load_photometry(target=t, data_dir=data_dir, star_ids=[int(star_id)])
     assert isinstance(lc, pd.DataFrame)
     if lc.empty:
-        stars = load_stars(target=t, data_dir=data_dir)
-        star_row(stars, star_id, t.label)  # raises for an unknown star
+        star_row(stars if stars is not None else load_stars(target=t, data_dir=data_dir),
+                 star_id, t.label)  # raises for an unknown star
         raise ProductError(f"star {star_id} of {t.label} has no photometry")
-    lc = lc.drop(columns=["star_id"]).reset_index(drop=True)
+    star = None if stars is None else star_row(stars, star_id, t.label)
+    if stars is not None:
+        lc = with_star_times(lc, stars)
+    else:
+        lc.insert(int(lc.columns.get_loc("btjd")) + 1, "btjd_ccd", lc["btjd"].to_numpy())
+    time_reference = lc.attrs.get("time_reference", "ccd")
+    lc = lc.drop(columns=["star_id"]).sort_values("btjd", kind="stable").reset_index(drop=True)
     lc["good"] = good_mask(lc["quality"].to_numpy(), bad_bits)
     if good_only:
         lc = lc[lc["good"]].reset_index(drop=True)
+    lc.attrs["time_reference"] = time_reference
     if format == "pandas":
         return lc
     from astropy import units as u
     from astropy.table import Table
 
     table = Table.from_pandas(lc)
-    for col, unit in (("btjd", u.day), ("flux", u.electron / u.s), ("flux_err", u.electron / u.s),
-                      ("bkg", u.electron / u.s), ("x", u.pix), ("y", u.pix)):
+    e_s = u.electron / u.s
+    for col, unit in (("btjd", u.day), ("btjd_ccd", u.day), ("flux", e_s), ("flux_err", e_s),
+                      ("flux_corrected", e_s), ("bkg", e_s), ("x", u.pix), ("y", u.pix)):
         if col in table.colnames:
             table[col].unit = unit
     meta: dict[str, Any] = {"sector": t.sector, "camera": t.camera, "ccd": t.ccd,
-                            "star_id": int(star_id), "time_format": "btjd (BJD - 2457000, TDB)"}
-    stars_path = target_dir(t, data_dir) / "stars.parquet"
-    if stars_path.exists():
-        row = star_row(_read_parquet(stars_path, "star list"), star_id, t.label)
+                            "star_id": int(star_id), "time_format": "btjd (BJD - 2457000, TDB)",
+                            "time_reference": time_reference}
+    if star is not None:
         for key in ("ra", "dec", "tmag", "tic_id"):
-            if key in row.index and pd.notna(row[key]):
-                meta[key] = float(row[key]) if key != "tic_id" else int(row[key])
+            if key in star.index and pd.notna(star[key]):
+                meta[key] = float(star[key]) if key != "tic_id" else int(star[key])
     table.meta.update(meta)
     return table
 
