@@ -63,8 +63,8 @@ False alarms (target <= 1 %)
     (whose light would leak into the aperture or annulus) that the pipeline classes anything
     but CONST or UNKNOWN. The figure over every constant star is printed too.
 Real data
-    Every light curve in ``/work/shared/data/tess/lightcurves`` through ``read_lightcurve`` and
-    ``analyze_lightcurve``: TOI-519 (TIC 218795833, four TGLC files) must give
+    Every light curve in ``../shared/data/tess/lightcurves`` (beside the repo) through
+    ``read_lightcurve`` and ``analyze_lightcurve``: TOI-519 (TIC 218795833, four TGLC files) must give
     P = 1.2652 d within 0.5 %; V889 Aql (TIC 300000680) P = 11.1208 d or P / 2 (equal
     eclipses) within 0.5 %; the other eclipsing binaries must be found periodic (their periods
     are printed); TIC 389023759 (no known variability) is printed for information.
@@ -115,7 +115,7 @@ HALF_PERIOD_MAX_SNR = 7.0
 MATCH_RADIUS_PX = 1.0
 ISOLATION_PX = 10.0
 BIN_DAYS = 1.0 / 24.0
-REAL_DATA = Path("/work/shared/data/tess/lightcurves")
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tess" / "lightcurves"
 #: Known answers of the real light curves: TIC -> (period in days, P/2 also right).
 KNOWN_PERIODS: dict[int, tuple[float, bool]] = {218795833: (1.2652, False),
                                                 300000680: (11.1208, True)}

@@ -57,6 +57,7 @@ __all__ = [
     "photometry_table",
     "star_catalog_table",
     "PHOTOMETRY_SCHEMA",
+    "APERTURE_RADII",
     "STORED_PHOTOMETRY_SCHEMA",
     "STORED_PHOTOMETRY_COLUMNS",
     "STAR_SCHEMA",
@@ -138,6 +139,9 @@ class JobSpec:
     no_resume: bool = False
     offline: bool = False
     sim: dict[str, Any] = field(default_factory=dict)
+    #: Known bad intervals (BTJD start, stop), e.g. scattered light from a sector's data
+    #: release notes: the light-curve cleaning flags their cadences ``BAD_EPOCH``.
+    exclude_windows: list[tuple[float, float]] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
@@ -298,6 +302,17 @@ def decode_message(body: bytes | memoryview) -> Message:
 
 # --- columnar tables ------------------------------------------------------------------------
 
+#: The photometer's extra aperture radii (px) by column suffix: ``flux_r1p5`` and
+#: ``flux_err_r1p5`` of :data:`PHOTOMETRY_SCHEMA` are measured with a 1.5-px aperture,
+#: ``flux_r3`` and ``flux_err_r3`` with a 3-px one. ``flux`` and ``flux_err`` are the main,
+#: 2-px aperture's. All share one local background (``bkg``, the 4-7 px annulus).
+APERTURE_RADII: dict[str, float] = {"r1p5": 1.5, "r3": 3.0}
+
+#: Per-FFI photometry (one row per star, photometer -> aggregator). ``flux``/``flux_err``:
+#: background-subtracted flux (e-/s) in the main 2-px aperture; ``flux_<suffix>`` /
+#: ``flux_err_<suffix>``: the same in the aperture of radius ``APERTURE_RADII[suffix]``.
+#: ``EDGE`` in ``quality`` means the star's largest (3-px) aperture is cut by the edge of the
+#: science area: each flux then covers only the pixels of its aperture inside it.
 PHOTOMETRY_SCHEMA = pa.schema(
     [
         ("star_id", pa.int64()),
@@ -307,12 +322,20 @@ PHOTOMETRY_SCHEMA = pa.schema(
         ("x", pa.float32()),
         ("y", pa.float32()),
         ("quality", pa.int32()),
+        *(
+            (f"{name}_{suffix}", pa.float32())
+            for suffix in APERTURE_RADII
+            for name in ("flux", "flux_err")
+        ),
     ]
 )
 
-#: Stored photometry (the aggregator's Parquet dataset, what the products read): the
-#: per-FFI columns plus the cadence and its time, and ``flux_corrected`` (the flux divided by
-#: the light-curve cleaning's common-mode model; null until the job's light curves are built).
+#: Stored photometry (the aggregator's Parquet dataset, what the products read) once a job's
+#: light curves are built: ``flux``/``flux_err`` in each star's chosen aperture
+#: (``aperture_radius``, px), the cadence and its time, and ``flux_corrected`` (the flux
+#: divided by the light-curve cleaning's common-mode model). While the job runs, per-cadence
+#: files hold the per-FFI columns instead (every aperture, :data:`PHOTOMETRY_SCHEMA`) and
+#: these two read as null.
 STORED_PHOTOMETRY_SCHEMA = pa.schema(
     [
         ("star_id", pa.int64()),
@@ -325,6 +348,7 @@ STORED_PHOTOMETRY_SCHEMA = pa.schema(
         ("y", pa.float32()),
         ("quality", pa.int32()),
         ("flux_corrected", pa.float32()),
+        ("aperture_radius", pa.float32()),
     ]
 )
 STORED_PHOTOMETRY_COLUMNS: list[str] = STORED_PHOTOMETRY_SCHEMA.names
@@ -343,7 +367,17 @@ STAR_SCHEMA = pa.schema(
 
 
 def photometry_table(star_id: npt.ArrayLike, **columns: npt.ArrayLike) -> pa.Table:
-    """Build a per-FFI photometry table; missing columns are filled (NaN, or 0 for quality)."""
+    """Build a per-FFI photometry table (:data:`PHOTOMETRY_SCHEMA`); missing columns are
+    filled (NaN, or 0 for quality), among them the extra apertures' ``flux_r1p5`` ... .
+
+    Examples
+    --------
+    >>> t = photometry_table([7], flux=[100.0], flux_r3=[104.0])
+    >>> t.column_names[7:]
+    ['flux_r1p5', 'flux_err_r1p5', 'flux_r3', 'flux_err_r3']
+    >>> t.column("flux_r3").to_pylist(), t.column("flux_r1p5").to_pylist()
+    ([104.0], [nan])
+    """
     ids = np.asarray(star_id, dtype=np.int64)
     arrays = []
     for fld in PHOTOMETRY_SCHEMA:

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never query MAST/VizieR for the TIC and VSX; use --catalog files")
     p.add_argument("--catalog", type=Path, action="append", default=None, metavar="FILE",
                    help="local catalog (Parquet/CSV: id, ra, dec, Tmag) for offline enrichment")
+    p.add_argument("--exclude-window", type=_window, action="append", default=[],
+                   metavar="START:STOP",
+                   help="a known bad interval in BTJD (e.g. scattered light from the sector's "
+                        "data release notes); its cadences are flagged BAD_EPOCH. Repeatable")
     p.add_argument("--sim-stars", type=int, default=None, help="simulated stars (--source sim)")
     p.add_argument("--sim-cadences", type=int, default=None, help="simulated FFIs (--source sim)")
     p.add_argument("--sim-seed", type=int, default=None, help="simulation seed (--source sim)")
@@ -181,7 +185,20 @@ def _job_from_args(args: argparse.Namespace) -> Any:
         sector=args.sector, camera=args.camera, ccd=args.ccd, source=source,
         cadence_skip=args.cadence_skip, workers=args.workers, mast_url=args.mast_url,
         no_resume=args.no_resume, offline=args.offline, sim=sim,
+        exclude_windows=list(args.exclude_window),
     )
+
+
+def _window(text: str) -> tuple[float, float]:
+    """``START:STOP`` in BTJD, START < STOP."""
+    try:
+        start, stop = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected START:STOP in BTJD, "
+                                         "e.g. 1338.5:1339.6") from None
+    if not start < stop:
+        raise argparse.ArgumentTypeError(f"{text!r}: START must be before STOP")
+    return start, stop
 
 
 def _run_job(job: Any, settings: Any) -> dict[str, Any]:

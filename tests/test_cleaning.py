@@ -354,3 +354,91 @@ def test_chunked_cleaner_refuses_photometry_of_unknown_stars(sector) -> None:
     stars = _star_list(s).slice(0, N_STARS - 1)  # the last star is missing from the list
     with pytest.raises(ValueError, match="not in the star list"):
         LightCurveCleaner.select(table, stars)
+
+
+def test_each_star_keeps_the_aperture_with_the_lowest_scatter_and_keeps_it_on_resume() -> None:
+    import pyarrow as pa
+
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner
+
+    rng = np.random.default_rng(11)
+    n, c = 60, 400
+    faint = np.arange(n) < n // 2  # noisier in big apertures (background); bright: in small
+    noise = {1.5: np.where(faint, 0.002, 0.003), 2.0: np.where(faint, 0.0025, 0.0025),
+             3.0: np.where(faint, 0.004, 0.0015)}
+    level = {1.5: 800.0, 2.0: 1000.0, 3.0: 1100.0}
+    flux = {r: level[r] * (1 + noise[r][:, None] * rng.standard_normal((n, c))) for r in noise}
+
+    def table(cadences: np.ndarray, stored: bool = False) -> pa.Table:
+        k = cadences.size
+        cols = {"star_id": np.repeat(np.arange(1, n + 1), k).astype(np.int64),
+                "cadence": np.tile(cadences, n).astype(np.int32),
+                "btjd": np.tile(1500 + cadences / 48.0, n),
+                "flux": flux[2.0][:, cadences].ravel().astype(np.float32),
+                "flux_err": np.full(n * k, 2.5, np.float32),
+                "quality": np.zeros(n * k, np.int32)}
+        for suffix, r in (("r1p5", 1.5), ("r3", 3.0)):
+            cols[f"flux_{suffix}"] = flux[r][:, cadences].ravel().astype(np.float32)
+            cols[f"flux_err_{suffix}"] = np.full(n * k, 2.5, np.float32)
+        return pa.table(cols)
+
+    stars = pa.table({"star_id": np.arange(1, n + 1, dtype=np.int64),
+                      "x": rng.uniform(50, 2000, n), "y": rng.uniform(50, 2000, n),
+                      "tmag": np.where(faint, 14.0, 10.0)})
+    first = table(np.arange(300))
+    cleaner = LightCurveCleaner.select(first, stars)
+    out = cleaner.clean(first)
+    radius = out.column("aperture_radius").to_numpy().reshape(n, -1)[:, 0]
+    assert np.all(radius[faint] == 1.5) and np.all(radius[~faint] == 3.0)
+    got = out.column("flux").to_numpy().reshape(n, -1)
+    np.testing.assert_allclose(got[faint], flux[1.5][faint, :300].astype(np.float32))
+    np.testing.assert_allclose(got[~faint], flux[3.0][~faint, :300].astype(np.float32))
+    # Resume: the compacted rows (chosen flux, no other apertures) and new per-cadence rows.
+    stored = out.drop([f"flux_{s}" for s in ("r1p5", "r3")] + [f"flux_err_{s}" for s in ("r1p5", "r3")])
+    stored = stored.drop(["flux_corrected"])
+    new = table(np.arange(300, 400))
+    new = new.append_column("aperture_radius", pa.nulls(new.num_rows, pa.float32()))
+    both = pa.concat_tables([stored, new.select(stored.column_names).cast(stored.schema)])
+    both = both.sort_by([("star_id", "ascending"), ("cadence", "ascending")])
+    # New rows still carry every aperture: give them back their columns.
+    extra = {name: np.concatenate([np.full((n, 300), np.nan),
+                                   np.asarray(new.column(name)).reshape(n, -1)], axis=1).ravel()
+             for name in ("flux_r1p5", "flux_err_r1p5", "flux_r3", "flux_err_r3")}
+    for name, values in extra.items():
+        both = both.append_column(name, pa.array(values.astype(np.float32)))
+    again = LightCurveCleaner.select(both, stars).clean(both)
+    got = again.column("flux").to_numpy().reshape(n, -1)
+    np.testing.assert_allclose(got[faint, 300:], flux[1.5][faint, 300:].astype(np.float32))
+    np.testing.assert_allclose(got[~faint, 300:], flux[3.0][~faint, 300:].astype(np.float32))
+    np.testing.assert_allclose(got[:, :300], out.column("flux").to_numpy().reshape(n, -1))
+    assert set(again.column("aperture_radius").to_numpy()[:n * 300:300].tolist()) <= {1.5, 3.0}
+
+
+def test_known_windows_are_bad_epochs_for_every_star(sector) -> None:
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner
+
+    table = _photometry_table(sector)
+    t = 1325.0 + sector["t"]
+    window = (float(t[100]) - 1e-6, float(t[120]) + 1e-6)
+    cleaner = LightCurveCleaner.select(table, _star_list(sector), windows=[window])
+    assert np.all(cleaner.bad_epochs[100:121])
+    q = cleaner.clean(table).column("quality").to_numpy().reshape(N_STARS, -1)
+    assert np.all(q[:, 100:121] & QualityFlags.BAD_EPOCH)
+    assert not np.any(q[:, 130:200] & QualityFlags.BAD_EPOCH)
+
+
+def test_exclude_window_option_is_parsed_and_checked() -> None:
+    from tess_ffi.cli import _job_from_args, build_parser, main
+    from tess_ffi.shared.contracts import JobSpec
+
+    args = build_parser().parse_args(
+        ["process", "--sector", "1", "--camera", "1", "--ccd", "1", "--source", "sim",
+         "--exclude-window", "1338.5:1339.6", "--exclude-window", "1350:1351"])
+    job = _job_from_args(args)
+    assert job.exclude_windows == [(1338.5, 1339.6), (1350.0, 1351.0)]
+    back = JobSpec.from_json(job.to_json())  # as every message carries it
+    assert [tuple(w) for w in back.exclude_windows] == job.exclude_windows
+    with pytest.raises(SystemExit) as exc:
+        main(["process", "--sector", "1", "--camera", "1", "--ccd", "1",
+              "--exclude-window", "1339:1338", "--source", "sim"])
+    assert exc.value.code == 2

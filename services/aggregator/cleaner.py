@@ -15,9 +15,16 @@ aggregator cleans in two steps:
    ``OUTLIER`` on isolated single-point outliers (eclipses and flares are kept). The raw
    flux is never changed.
 
+Before either step each star's aperture is chosen (:func:`choose_apertures`): the photometer
+measures every star with radii of 1.5, 2 and 3 px, and the light curve kept is the one whose
+point-to-point scatter (relative to its median) is lowest; ``aperture_radius`` records it.
+Faint, background-limited stars then get the small aperture; bright ones the large one,
+whose flux depends less on where the star falls within a pixel. Once a star's light curve
+has been built the choice is kept: cadences added later use the same radius.
+
 The result does not depend on how the stars are chunked: the reference, its basis and the
-bad epochs are fixed before the first chunk, and each star's correction uses only them and
-its own light curve.
+bad epochs are fixed before the first chunk, and each star's aperture and correction use only
+them and its own light curve.
 
 Examples
 --------
@@ -43,12 +50,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from tess_ffi.shared.contracts import APERTURE_RADII
 from tess_ffi.shared.quality import CLEANING_BITS, QualityFlags
 
 from .cleaning import (
@@ -60,9 +69,18 @@ from .cleaning import (
     good_points,
     normalise,
     select_reference,
+    star_quality,
+    window_mask,
 )
 
-__all__ = ["REFERENCE_VALUES", "CadenceGrid", "LightCurveCleaner", "reference_sample"]
+__all__ = [
+    "REFERENCE_VALUES",
+    "DEFAULT_APERTURE_RADIUS",
+    "CadenceGrid",
+    "LightCurveCleaner",
+    "choose_apertures",
+    "reference_sample",
+]
 
 #: Most measurements (stars x cadences) read to select the reference ensemble: 4e6 keeps
 #: each working matrix at 32 MB; at 10,000 cadences that is 400 stars, about 250 quiet
@@ -70,6 +88,10 @@ __all__ = ["REFERENCE_VALUES", "CadenceGrid", "LightCurveCleaner", "reference_sa
 REFERENCE_VALUES = 4_000_000
 #: Reference stars per star (the local common mode's neighbours).
 N_NEIGHBOURS = 30
+#: Radius (px) of the photometer's ``flux`` column, the aperture kept when no other is better.
+DEFAULT_APERTURE_RADIUS = 2.0
+#: An aperture competes only with at least this fraction of the default one's usable points.
+_MIN_APERTURE_COMPLETENESS = 0.8
 #: The bad bits of the cleaning, without its own (stale) ones: they are recomputed.
 _INPUT_BAD_BITS = CLEANING_BAD_BITS & ~CLEANING_BITS
 
@@ -115,10 +137,59 @@ class CadenceGrid:
         return int(self.cadence.size)
 
 
+def choose_apertures(
+    fluxes: npt.NDArray[np.float64], good: npt.NDArray[np.bool_],
+    radii: npt.ArrayLike, default: int = 0,
+) -> npt.NDArray[np.intp]:
+    """Per star, the aperture whose light curve has the lowest relative point-to-point scatter.
+
+    Parameters
+    ----------
+    fluxes : numpy.ndarray
+        ``(n_radii, n_stars, n_cadences)`` flux in each aperture.
+    good : numpy.ndarray of bool
+        ``(n_stars, n_cadences)`` usable points (quality bits, finite positive flux).
+    radii : array_like
+        The radius of each aperture (for the record; the choice is by scatter only).
+    default : int
+        Index of the aperture kept when no other has a finite scatter.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        ``(n_stars,)`` index into ``fluxes`` of each star's aperture. An aperture competes
+        only when it has at least 80 % of the default one's usable points.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> base = np.ones((2, 500))
+    >>> small = base * (1 + np.array([[0.001], [0.004]]) * rng.standard_normal((2, 500)))
+    >>> large = base * (1 + np.array([[0.003], [0.002]]) * rng.standard_normal((2, 500)))
+    >>> choose_apertures(np.stack([small, large]), np.ones((2, 500), bool), [1.5, 3.0]).tolist()
+    [0, 1]
+    """
+    f = np.asarray(fluxes, dtype=np.float64)
+    n_radii, n = f.shape[:2]
+    if np.size(radii) != n_radii:
+        raise ValueError(f"{np.size(radii)} radii for {n_radii} apertures")
+    scatter = np.full((n_radii, n), np.inf)
+    counts = np.zeros((n_radii, n))
+    for k in range(n_radii):  # a handful of apertures; each step is vectorised over stars
+        ok = good & np.isfinite(f[k]) & (f[k] > 0)
+        counts[k] = ok.sum(axis=1)
+        p2p = star_quality(normalise(f[k], ok)).p2p_scatter
+        scatter[k] = np.where(np.isfinite(p2p) & (p2p > 0), p2p, np.inf)
+    scatter[counts < _MIN_APERTURE_COMPLETENESS * counts[default]] = np.inf
+    best = np.argmin(scatter, axis=0)
+    return np.asarray(np.where(np.isfinite(scatter.min(axis=0)), best, default), dtype=np.intp)
+
+
 @dataclass(frozen=True)
 class _Matrices:
     """A star-sorted photometry table as ``(n_stars, n_cadences)`` matrices (NaN or
-    ``OUTSIDE`` where a star has no row) and the cell of each row."""
+    ``OUTSIDE`` where a star has no row), each star's chosen aperture, and the cell of each
+    row."""
 
     star_ids: npt.NDArray[np.int64]
     row: npt.NDArray[np.intp]
@@ -127,6 +198,13 @@ class _Matrices:
     flux: npt.NDArray[np.float64]
     flux_err: npt.NDArray[np.float64]
     quality: npt.NDArray[np.int64]
+    radius: npt.NDArray[np.float64]
+
+
+def _column(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _matrices(table: pa.Table, grid: CadenceGrid) -> _Matrices:
@@ -136,14 +214,36 @@ def _matrices(table: pa.Table, grid: CadenceGrid) -> _Matrices:
     col = np.clip(np.searchsorted(grid.cadence, cad), 0, max(len(grid) - 1, 0))
     on_grid = grid.cadence[col] == cad if len(grid) else np.zeros(cad.size, dtype=bool)
     shape = (star_ids.size, len(grid))
-    flux = np.full(shape, np.nan)
-    err = np.full(shape, np.nan)
-    quality = np.full(shape, int(QualityFlags.OUTSIDE), dtype=np.int64)
     r, c = row[on_grid], col[on_grid]
-    flux[r, c] = table.column("flux").to_numpy(zero_copy_only=False)[on_grid]
-    err[r, c] = table.column("flux_err").to_numpy(zero_copy_only=False)[on_grid]
+
+    def matrix(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        m = np.full(shape, np.nan)
+        m[r, c] = values[on_grid]
+        return m
+
+    quality = np.full(shape, int(QualityFlags.OUTSIDE), dtype=np.int64)
     quality[r, c] = table.column("quality").to_numpy(zero_copy_only=False)[on_grid] & ~CLEANING_BITS
-    return _Matrices(star_ids, row, col, on_grid, flux, err, quality)
+    # Rows already compacted hold the flux of the aperture chosen then (aperture_radius);
+    # per-cadence rows hold every aperture's.
+    chosen_before = _column(table, "aperture_radius")
+    radii = np.array([DEFAULT_APERTURE_RADIUS, *APERTURE_RADII.values()])
+    names = [("flux", "flux_err")] + [(f"flux_{k}", f"flux_err_{k}") for k in APERTURE_RADII]
+    fluxes = np.stack([matrix(_column(table, f)) for f, _ in names])
+    errors = np.stack([matrix(_column(table, e)) for _, e in names])
+    before = np.full(star_ids.size, np.nan)
+    known = np.isfinite(chosen_before)
+    before[row[known]] = chosen_before[known]
+    good = ((quality & _INPUT_BAD_BITS) == 0) & np.isfinite(fluxes[0])
+    pick = choose_apertures(fluxes, good, radii)
+    frozen = np.isfinite(before)
+    pick[frozen] = np.argmin(np.abs(radii[None, :] - before[frozen, None]), axis=1)
+    stars = np.arange(star_ids.size)
+    flux, err = fluxes[pick, stars], errors[pick, stars]
+    if known.any():  # compacted rows: their flux is the chosen aperture's already
+        m_known = matrix(known.astype(np.float64)) > 0
+        flux = np.where(m_known, fluxes[0], flux)
+        err = np.where(m_known, errors[0], err)
+    return _Matrices(star_ids, row, col, on_grid, flux, err, quality, radii[pick])
 
 
 @dataclass(frozen=True)
@@ -171,21 +271,24 @@ class LightCurveCleaner:
     tmag: npt.NDArray[np.float64]
 
     @classmethod
-    def select(cls, sample: pa.Table, stars: pa.Table) -> LightCurveCleaner:
+    def select(cls, sample: pa.Table, stars: pa.Table,
+               windows: Sequence[tuple[float, float]] = ()) -> LightCurveCleaner:
         """Build the cleaner from the photometry of a sample of stars (:func:`reference_sample`)
-        and the star list (``star_id``, ``x``, ``y``, ``tmag``)."""
+        and the star list (``star_id``, ``x``, ``y``, ``tmag``). Cadences inside ``windows``
+        (BTJD start, stop: known scattered light) are bad epochs from the start."""
         grid = CadenceGrid.from_table(sample)
+        in_window = window_mask(grid.btjd, windows)
         order = np.argsort(stars.column("star_id").to_numpy())
         ids, x, y, tmag = (
             stars.column(c).to_numpy().astype(np.float64 if c != "star_id" else np.int64)[order]
             for c in ("star_id", "x", "y", "tmag")
         )
-        empty = cls(grid, _no_reference(len(grid)), np.zeros(len(grid), bool), ids, x, y, tmag)
+        empty = cls(grid, _no_reference(len(grid)), in_window, ids, x, y, tmag)
         m = _matrices(sample, grid)
         if m.star_ids.size < 3 or len(grid) < 3:
             return empty
         pos = empty._positions(m.star_ids)
-        ok = good_points(m.flux, m.quality, bad_bits=_INPUT_BAD_BITS)
+        ok = good_points(m.flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
         reference = select_reference(
             m.flux, m.quality, *pos, flux_err=m.flux_err, ids=m.star_ids,
             bad_bits=_INPUT_BAD_BITS, good=ok, n_neighbours=N_NEIGHBOURS,
@@ -202,7 +305,7 @@ class LightCurveCleaner:
         )
         fn = normalise(m.flux[rows] / model, ok[rows])
         epochs = epoch_quality(fn, m.quality[rows], bad_bits=_INPUT_BAD_BITS)
-        return cls(grid, reference, epochs.bad, ids, x, y, tmag)
+        return cls(grid, reference, epochs.bad | in_window, ids, x, y, tmag)
 
     def _positions(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], ...]:
         at = np.clip(np.searchsorted(self.star_ids, ids), 0, max(self.star_ids.size - 1, 0))
@@ -221,7 +324,8 @@ class LightCurveCleaner:
         quality_in = table.column("quality").to_numpy(zero_copy_only=False)
         flux_in = table.column("flux").to_numpy(zero_copy_only=False)
         if table.num_rows == 0:
-            return _with_columns(table, flux_in.astype(np.float32), quality_in)
+            return _with_columns(table, flux_in.astype(np.float32), quality_in,
+                                 aperture_radius=np.zeros(0, np.float32))
         m = _matrices(table, self.grid)
         ok = good_points(m.flux, m.quality, bad_bits=_INPUT_BAD_BITS)
         x, y, tmag = self._positions(m.star_ids)
@@ -237,16 +341,24 @@ class LightCurveCleaner:
         r, c = m.row, m.col
         flux_corrected = np.where(m.on_grid, corrected[r, c], flux_in).astype(np.float32)
         quality = (quality_in & ~CLEANING_BITS) | np.where(m.on_grid, bits[r, c], 0)
-        return _with_columns(table, flux_corrected, quality.astype(quality_in.dtype))
+        err_in = table.column("flux_err").to_numpy(zero_copy_only=False)
+        return _with_columns(
+            table, flux_corrected, quality.astype(quality_in.dtype),
+            flux=np.where(m.on_grid, m.flux[r, c], flux_in).astype(np.float32),
+            flux_err=np.where(m.on_grid, m.flux_err[r, c], err_in).astype(np.float32),
+            aperture_radius=m.radius[m.row].astype(np.float32),
+        )
 
 
-def _with_columns(table: pa.Table, flux_corrected: np.ndarray, quality: np.ndarray) -> pa.Table:
-    i = table.column_names.index("quality")
-    table = table.set_column(i, "quality", pa.array(quality))
-    if "flux_corrected" in table.column_names:
-        return table.set_column(table.column_names.index("flux_corrected"), "flux_corrected",
-                                pa.array(flux_corrected))
-    return table.append_column("flux_corrected", pa.array(flux_corrected))
+def _with_columns(table: pa.Table, flux_corrected: np.ndarray, quality: np.ndarray,
+                  **replace: np.ndarray) -> pa.Table:
+    """``table`` with ``quality`` and any ``replace`` columns set, and ``flux_corrected``."""
+    for name, values in {"quality": quality, **replace, "flux_corrected": flux_corrected}.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, pa.array(values))
+        else:
+            table = table.append_column(name, pa.array(values))
+    return table
 
 
 def _no_reference(n_cadences: int) -> ReferenceEnsemble:

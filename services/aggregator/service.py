@@ -204,7 +204,8 @@ class AggregatorService(Service):
         stars = stars.sort_by("star_id")
         ids = stars.column("star_id").to_numpy()
         n_cadences = max(1, len(store.stored_cadences()))
-        cleaner = await asyncio.to_thread(self._select_reference, store, stars, n_cadences)
+        cleaner = await asyncio.to_thread(self._select_reference, store, stars, n_cadences,
+                                          job.exclude_windows)
         self.job_status(job).update(reference_stars=len(cleaner.reference),
                                     bad_epochs=int(cleaner.bad_epochs.sum()))
         self.log.info("reference ensemble selected", job=job.job_id,
@@ -230,10 +231,11 @@ class AggregatorService(Service):
         return len(ids)
 
     @staticmethod
-    def _select_reference(store: JobStore, stars: pa.Table, n_cadences: int) -> LightCurveCleaner:
+    def _select_reference(store: JobStore, stars: pa.Table, n_cadences: int,
+                          windows: list[tuple[float, float]]) -> LightCurveCleaner:
         sample_ids = reference_sample(stars.column("star_id").to_numpy(), n_cadences)
         sample = next(store.iter_lightcurves(sample_ids, chunk=max(1, len(sample_ids))))
-        return LightCurveCleaner.select(sample, stars)
+        return LightCurveCleaner.select(sample, stars, windows=[(float(a), float(b)) for a, b in windows])
 
     async def _send_chunks(
         self, job: JobSpec, chunks: Any, cleaner: LightCurveCleaner,

@@ -54,7 +54,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tess_ffi.shared.contracts import STORED_PHOTOMETRY_COLUMNS, STORED_PHOTOMETRY_SCHEMA
+from tess_ffi.shared.contracts import (
+    PHOTOMETRY_SCHEMA,
+    STORED_PHOTOMETRY_COLUMNS,
+    STORED_PHOTOMETRY_SCHEMA,
+)
 from tess_ffi.shared.storage import StoreError, atomic_write_json, atomic_write_table
 
 __all__ = ["JobStore", "StoreError", "Compaction", "quantize_photometry", "PHOTOMETRY_COLUMNS"]
@@ -63,8 +67,15 @@ _CADENCE_FILE = re.compile(r"^cadence-(\d{6,})\.parquet$")
 _COMPACT_FILE = re.compile(r"^compact-[0-9a-f]+\.parquet$")
 
 #: Columns of the measurements themselves (every file has them; the compacted files also
-#: hold ``flux_corrected``, see :data:`~tess_ffi.shared.contracts.STORED_PHOTOMETRY_SCHEMA`).
-PHOTOMETRY_COLUMNS = [c for c in STORED_PHOTOMETRY_COLUMNS if c != "flux_corrected"]
+#: hold ``flux_corrected`` and ``aperture_radius``, see
+#: :data:`~tess_ffi.shared.contracts.STORED_PHOTOMETRY_SCHEMA`).
+PHOTOMETRY_COLUMNS = [c for c in STORED_PHOTOMETRY_COLUMNS
+                      if c not in ("flux_corrected", "aperture_radius")]
+#: What the dataset is read with: the stored columns and, from per-cadence files, every
+#: aperture's flux (null in compacted files, which keep the chosen aperture's only).
+READ_SCHEMA = pa.unify_schemas([STORED_PHOTOMETRY_SCHEMA, PHOTOMETRY_SCHEMA])
+#: Columns the light-curve pass reads: everything but the cleaning's output.
+LIGHTCURVE_COLUMNS = [c for c in READ_SCHEMA.names if c != "flux_corrected"]
 
 #: Row groups of per-cadence files: small enough that a read of a range of stars skips most.
 CADENCE_ROW_GROUP = 2048
@@ -77,7 +88,7 @@ MANTISSA_BITS = {"flux_err": 10, "bkg": 14, "x": 19, "y": 19}
 COMPACT_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 6,
-    "use_dictionary": ["star_id", "cadence", "btjd", "quality"],
+    "use_dictionary": ["star_id", "cadence", "btjd", "quality", "aperture_radius"],
     "use_byte_stream_split": ["flux", "flux_err", "bkg", "x", "y", "flux_corrected"],
 }
 
@@ -118,10 +129,11 @@ class Compaction:
     def write(self, table: pa.Table) -> pa.Table:
         """Append star-sorted rows (chunks must come in star order); returns them as stored.
 
-        Rows without ``flux_corrected`` (light curves not cleaned) store it as null."""
-        if "flux_corrected" not in table.column_names:
-            table = table.append_column(
-                "flux_corrected", pa.nulls(table.num_rows, type=pa.float32()))
+        Rows without ``flux_corrected`` or ``aperture_radius`` (light curves not cleaned)
+        store them as null."""
+        for name in ("flux_corrected", "aperture_radius"):
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, type=pa.float32()))
         table = quantize_photometry(
             table.select(STORED_PHOTOMETRY_COLUMNS).cast(STORED_PHOTOMETRY_SCHEMA))
         try:
@@ -256,7 +268,7 @@ class JobStore:
     def dataset(self) -> ds.Dataset:
         # One schema for per-cadence and compacted files alike (the former have no
         # flux_corrected: it reads as null), whichever file the listing happens to see first.
-        return ds.dataset(self.photometry_dir, format="parquet", schema=STORED_PHOTOMETRY_SCHEMA)
+        return ds.dataset(self.photometry_dir, format="parquet", schema=READ_SCHEMA)
 
     def read_photometry(self, columns: list[str] | None = None) -> pa.Table:
         if not self.photometry_dir.is_dir():
@@ -264,9 +276,11 @@ class JobStore:
         return self.dataset().to_table(columns=columns)
 
     def iter_lightcurves(self, star_ids: np.ndarray, chunk: int = 2000) -> Iterator[pa.Table]:
-        """Light curves of ``star_ids`` in chunks of stars, each table sorted by star, time."""
+        """Light curves of ``star_ids`` in chunks of stars, each table sorted by star, time
+        (every aperture's flux from per-cadence files, the chosen one's from compacted
+        files)."""
         dataset = self.dataset()
-        columns = PHOTOMETRY_COLUMNS
+        columns = LIGHTCURVE_COLUMNS
         for start in range(0, len(star_ids), chunk):
             ids = np.asarray(star_ids[start : start + chunk])
             # A range filter lets Parquet skip row groups by their statistics (files are in

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
-
 from tess_ffi.shared.bus import Delivery
 from tess_ffi.shared.contracts import StarLightCurve, StarVariability, Topic
+from tess_ffi.shared.lightcurve import corrected_flux
 from tess_ffi.shared.runtime import Service
 
 from .variability import analyze_lightcurve
@@ -25,11 +24,7 @@ def analyze_message(message: StarLightCurve) -> dict[str, Any]:
 
     The corrected flux is analysed when the message has it (the common mode, which would
     otherwise look like variability, removed); its errors scale with it."""
-    flux, flux_err = message.flux, message.flux_err
-    if message.flux_corrected is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            flux_err = flux_err * np.abs(message.flux_corrected / flux)
-        flux = message.flux_corrected
+    flux, flux_err = corrected_flux(message.flux, message.flux_err, message.flux_corrected)
     result = analyze_lightcurve(message.btjd, flux, flux_err, message.quality)
     return result.to_dict()
 

@@ -16,10 +16,12 @@ Conventions
 The per-frame hot path is :func:`forced_aperture_photometry` with precomputed
 :class:`ApertureWeights` (see :func:`build_aperture_weights`): two gathers on the flattened
 image with fixed flat indices, a row-wise sort of the annulus pixels and a few vectorised
-sigma-clipping passes; there is no Python loop over stars or pixels. Apertures follow each
-frame's pointing: :func:`measure_frame_offset` measures the offset (and small rotation or
-scale change) of the frame from tracking stars chosen once by :func:`select_tracking_stars`,
-and ``build_aperture_weights(..., grid=0.01)`` re-places thousands of apertures in a few
+sigma-clipping passes; there is no Python loop over stars or pixels. Several aperture radii
+(``extra_radii``) share each star's pixel stamp and its annulus background, so that each
+further radius costs only one weighted sum per star. Apertures follow each frame's
+pointing: :func:`measure_frame_offset` measures the offset (and small rotation or scale
+change) of the frame from tracking stars chosen once by :func:`select_tracking_stars`, and
+``build_aperture_weights(..., grid=0.01)`` re-places thousands of apertures in a few
 milliseconds. :func:`aperture_contamination` tells which apertures neighbours contaminate.
 
 Examples
@@ -40,6 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -184,6 +187,35 @@ def _check_radii(radius: float, annulus: tuple[float, float]) -> tuple[float, tu
     return r, (r_in, r_out)
 
 
+def _check_extra_radii(
+    extra_radii: object, radius: float, annulus: tuple[float, float]
+) -> tuple[float, ...]:
+    """Validate extra aperture radii (after :func:`_check_radii` of ``radius, annulus``)."""
+    if isinstance(extra_radii, (str, bytes)) or not isinstance(extra_radii, Iterable):
+        raise ValueError(
+            f"extra_radii must be a sequence of radii (e.g. (1.5, 3.0)), got {extra_radii!r}"
+        )
+    out: list[float] = []
+    for i, value in enumerate(extra_radii):
+        try:
+            r = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"extra_radii[{i}] must be a number, got {value!r}") from None
+        if not (math.isfinite(r) and r > 0):
+            raise ValueError(f"extra_radii[{i}] must be finite and > 0, got {value!r}")
+        if r >= annulus[0]:
+            raise ValueError(
+                f"extra_radii[{i}] ({r}) must be < the annulus inner radius ({annulus[0]})"
+            )
+        if r == radius or r in out:
+            raise ValueError(
+                f"extra_radii[{i}] ({r}) repeats a radius already measured "
+                f"(radius={radius}, extra_radii so far {tuple(out)})"
+            )
+        out.append(r)
+    return tuple(out)
+
+
 def _flat_view(image: np.ndarray) -> np.ndarray:
     """The image as 1-D; a view for C-contiguous arrays (the usual case), else one copy."""
     return image.reshape(-1) if image.flags.c_contiguous else np.ravel(image, order="C")
@@ -252,8 +284,21 @@ def _clip_sorted_rows(
     s: np.ndarray, sigma: float, maxiters: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_sigma_clip_rows` on rows already sorted, with every non-finite value replaced
-    by ``+inf`` (so it sits at the end of its row). ``s`` is float32 or float64."""
+    by ``+inf`` (so it sits at the end of its row). ``s`` is float32 or float64, C-contiguous
+    or a block of columns of a C-contiguous array (read without a copy)."""
     n, m = s.shape
+    if n and not s.flags.c_contiguous and (
+        s.strides[1] != s.itemsize or s.strides[0] % s.itemsize or s.strides[0] < m * s.itemsize
+    ):
+        s = np.ascontiguousarray(s)
+    # Row r of ``s`` starts at r * row_step in ``flat`` (one 1-D view of its values).
+    if s.flags.c_contiguous or n == 0:
+        flat, row_step = s.reshape(-1), m
+    else:
+        row_step = s.strides[0] // s.itemsize
+        flat = np.lib.stride_tricks.as_strided(
+            s, shape=((n - 1) * row_step + m,), strides=(s.itemsize,), writeable=False
+        )
     ftype = s.dtype.type
     rows = np.arange(n)
     lo = np.zeros(n, dtype=np.intp)
@@ -314,7 +359,6 @@ def _clip_sorted_rows(
         return mean, std
 
     mean, std = moments(rows, lo, hi)
-    flat = s.reshape(-1)
     lower_b = np.full(n, -np.inf)
     upper_b = np.full(n, np.inf)
     active = rows
@@ -327,7 +371,8 @@ def _clip_sorted_rows(
         a_lo, a_hi = lo[active], hi[active]
         # The new run is [#values < lower, #values <= upper), intersected with the old one.
         new_lo, new_hi = _run_ends(
-            flat, active * m, m, a_lo, a_hi, new_lower.astype(ftype), new_upper.astype(ftype)
+            flat, active * row_step, m, a_lo, a_hi, new_lower.astype(ftype),
+            new_upper.astype(ftype),
         )
         changed = ((new_lo != a_lo) | (new_hi != a_hi)) & ((new_hi - new_lo) >= 1)
         active = active[changed]
@@ -665,6 +710,11 @@ class ApertureWeights:
     Build it once with :func:`build_aperture_weights` and pass it to every call of
     :func:`forced_aperture_photometry`. All arrays are read-only.
 
+    Every star has one square pixel stamp, large enough for its largest aperture, shared by
+    all its apertures: the main one of ``radius`` and those of ``extra_radii`` (if any). Each
+    radius has its own weights over that stamp (zero outside its circle); per-radius arrays
+    are stacked in the order of :attr:`radii` (the main radius first).
+
     Attributes
     ----------
     shape : tuple of int
@@ -674,27 +724,27 @@ class ApertureWeights:
     x, y : numpy.ndarray
         float64 positions the weights were built for (full-array column, row).
     radius : float
-        Aperture radius in pixels.
+        Main aperture radius in pixels.
+    extra_radii : tuple of float
+        Further aperture radii in pixels (empty for a single aperture).
     annulus : tuple of float
-        Inner and outer radius of the background annulus.
+        Inner and outer radius of the background annulus (shared by all apertures).
     method : str
         ``'exact'`` or ``'subpixel'``.
-    ap_index : numpy.ndarray
-        ``(n_stars, stamp_size**2)`` flat pixel indices (``np.intp``) of the aperture stamps.
-    ap_weight : numpy.ndarray
-        ``(n_stars, stamp_size**2)`` float32 pixel weights (fraction of the pixel inside the
-        circle; 0 outside the circle and outside the science area).
-    ap_mask : numpy.ndarray
-        ``ap_weight > 0``.
-    npix : numpy.ndarray
-        float32 effective aperture area ``ap_weight.sum(axis=1)`` in pixels.
-    ann_index : numpy.ndarray
-        ``(n_stars, n_annulus_max)`` flat indices of the annulus pixels (pixel centre in
-        ``inner <= d < outer``), padded.
+    pix_index : numpy.ndarray
+        ``(n_stars, stamp_size**2 + n_annulus_max)`` flat pixel indices (``np.intp``) of
+        each star's aperture stamp (row-major) then of its annulus pixels: one gather fetches
+        both, star by star, on the same image rows (see :attr:`ap_index`, :attr:`ann_index`).
+    radii_weight : numpy.ndarray
+        ``(n_radii, n_stars, stamp_size**2)`` float32 pixel weights of every radius (fraction
+        of the pixel inside the circle; 0 outside the circle and outside the science area).
+    radii_npix : numpy.ndarray
+        ``(n_radii, n_stars)`` float32 effective aperture areas (sums of the weights), px.
     ann_mask : numpy.ndarray
         ``(n_stars, n_annulus_max)`` bool; True for real annulus pixels inside the science area.
-    edge : numpy.ndarray
-        bool; the aperture is cut by the edge of the science area.
+    radii_edge : numpy.ndarray
+        ``(n_radii, n_stars)`` bool; the aperture of that radius is cut by the edge of the
+        science area.
     outside : numpy.ndarray
         bool; the centre is outside the science area (nothing is measured).
     """
@@ -704,23 +754,73 @@ class ApertureWeights:
     x: np.ndarray
     y: np.ndarray
     radius: float
+    extra_radii: tuple[float, ...]
     annulus: tuple[float, float]
     method: str
-    ap_index: np.ndarray
-    ap_weight: np.ndarray
-    ap_mask: np.ndarray
-    npix: np.ndarray
-    ann_index: np.ndarray
+    pix_index: np.ndarray
+    radii_weight: np.ndarray
+    radii_npix: np.ndarray
     ann_mask: np.ndarray
-    edge: np.ndarray
+    radii_edge: np.ndarray
     outside: np.ndarray
 
     def __post_init__(self) -> None:
         for name in (
-            "x", "y", "ap_index", "ap_weight", "ap_mask", "npix", "ann_index", "ann_mask",
-            "edge", "outside",
+            "x", "y", "pix_index", "radii_weight", "radii_npix", "ann_mask", "radii_edge",
+            "outside",
         ):  # fmt: skip
             getattr(self, name).setflags(write=False)
+
+    @property
+    def radii(self) -> tuple[float, ...]:
+        """All aperture radii: ``(radius, *extra_radii)``."""
+        return (self.radius, *self.extra_radii)
+
+    @property
+    def ap_index(self) -> np.ndarray:
+        """``(n_stars, stamp_size**2)`` flat pixel indices of the aperture stamps (a view)."""
+        return self.pix_index[:, : self.radii_weight.shape[2]]
+
+    @property
+    def ann_index(self) -> np.ndarray:
+        """``(n_stars, n_annulus_max)`` flat indices of the annulus pixels (pixel centre in
+        ``inner <= d < outer``), padded (a view)."""
+        return self.pix_index[:, self.radii_weight.shape[2] :]
+
+    @property
+    def ap_weight(self) -> np.ndarray:
+        """``(n_stars, stamp_size**2)`` float32 weights of the main aperture."""
+        return self.radii_weight[0]
+
+    @property
+    def ap_mask(self) -> np.ndarray:
+        """``ap_weight > 0``: the pixels of the main aperture (computed on each access)."""
+        return self.ap_weight > 0
+
+    @property
+    def extra_weight(self) -> np.ndarray:
+        """``(n_extra, n_stars, stamp_size**2)`` float32 weights of the extra apertures."""
+        return self.radii_weight[1:]
+
+    @property
+    def npix(self) -> np.ndarray:
+        """float32 effective area of the main aperture, px (``ap_weight.sum(axis=1)``)."""
+        return self.radii_npix[0]
+
+    @property
+    def extra_npix(self) -> np.ndarray:
+        """``(n_extra, n_stars)`` float32 effective areas of the extra apertures, px."""
+        return self.radii_npix[1:]
+
+    @property
+    def edge(self) -> np.ndarray:
+        """bool; the main aperture is cut by the edge of the science area."""
+        return self.radii_edge[0]
+
+    @property
+    def extra_edge(self) -> np.ndarray:
+        """``(n_extra, n_stars)`` bool; that extra aperture is cut by the science-area edge."""
+        return self.radii_edge[1:]
 
     @property
     def n_stars(self) -> int:
@@ -730,7 +830,7 @@ class ApertureWeights:
     @property
     def stamp_size(self) -> int:
         """Side of the square aperture stamp in pixels."""
-        return int(round(math.sqrt(self.ap_index.shape[1]))) if self.ap_index.ndim == 2 else 0
+        return int(round(math.sqrt(self.radii_weight.shape[2])))
 
     @property
     def n_annulus(self) -> np.ndarray:
@@ -741,8 +841,9 @@ class ApertureWeights:
         return self.n_stars
 
     def __repr__(self) -> str:
+        extra = f", extra_radii={self.extra_radii}" if self.extra_radii else ""
         return (
-            f"ApertureWeights(n_stars={self.n_stars}, radius={self.radius}, "
+            f"ApertureWeights(n_stars={self.n_stars}, radius={self.radius}{extra}, "
             f"annulus={self.annulus}, method={self.method!r}, stamp_size={self.stamp_size})"
         )
 
@@ -759,22 +860,24 @@ def _grid_steps(grid: object) -> int:
     return int(m)
 
 
+def _phases(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel phases ``px, py`` (P,) of the ``1/m`` grid, row ``jy * m + jx``."""
+    phase = (np.arange(m) - (m // 2)) / m
+    return np.tile(phase, m), np.repeat(phase, m)
+
+
 @functools.lru_cache(maxsize=8)
-def _phase_tables(
-    r: float, r_in: float, r_out: float, method: str, subpixels: int, m: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Aperture weights and annulus cells for every sub-pixel phase on a ``1/m`` grid.
+def _phase_weights(
+    r: float, method: str, subpixels: int, m: int, half: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aperture weights of radius ``r`` on stamps of ``2 half + 1`` pixels for every sub-pixel
+    phase on a ``1/m`` grid: ``(P, S*S)`` float32 as :func:`build_aperture_weights` computes
+    them, and their sums ``(P,)`` float32 (the aperture areas). Both read-only.
 
     Row ``jy * m + jx`` is the star at phase ``((jx + k0) / m, (jy + k0) / m)`` from its
-    nearest pixel, ``k0 = -(m // 2)``. Returns ``weights`` (P, S*S) float32 as
-    :func:`build_aperture_weights` computes them, and the compacted annulus of each phase as
-    cell offsets ``dy, dx`` (P, W) int8 in stamp order then padding (offset 0), ``mask``
-    (P, W) bool and ``count`` (P,) of real cells. All read-only.
+    nearest pixel, ``k0 = -(m // 2)``.
     """
-    phase = (np.arange(m) - (m // 2)) / m
-    py = np.repeat(phase, m)
-    px = np.tile(phase, m)
-    half = int(math.ceil(r))
+    px, py = _phases(m)
     size = 2 * half + 1
     dx0 = -half - 0.5 - px
     dy0 = -half - 0.5 - py
@@ -784,6 +887,23 @@ def _phase_tables(
         wts = _subpixel_weights(dx0, dy0, size, r, subpixels)
     wts = wts.reshape(px.size, size * size)
     wts[wts < _WEIGHT_EPS] = 0.0
+    w32 = wts.astype(np.float32)
+    npix = w32.sum(axis=1, dtype=np.float64).astype(np.float32)
+    for a in (w32, npix):
+        a.setflags(write=False)
+    return w32, npix
+
+
+@functools.lru_cache(maxsize=8)
+def _phase_annulus(
+    r_in: float, r_out: float, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Annulus cells for every sub-pixel phase on a ``1/m`` grid (rows as
+    :func:`_phase_weights`): the compacted annulus of each phase as cell offsets ``dy, dx``
+    (P, W) int8 in stamp order then padding (offset 0), ``mask`` (P, W) bool and ``count``
+    (P,) of real cells. All read-only.
+    """
+    px, py = _phases(m)
     ahalf = int(math.ceil(r_out))
     asize = 2 * ahalf + 1
     k = np.arange(-ahalf, ahalf + 1, dtype=np.float64)
@@ -802,20 +922,24 @@ def _phase_tables(
     dy = np.broadcast_to(cell_dy, select.shape)[select].reshape(px.size, width)
     dx = np.broadcast_to(cell_dx, select.shape)[select].reshape(px.size, width)
     mask = np.concatenate([in_ann, np.zeros((px.size, width), bool)], axis=1)[select]
-    out = (wts.astype(np.float32), dy, dx, mask.reshape(px.size, width), count)
+    out = (dy, dx, mask.reshape(px.size, width), count)
     for a in out:
         a.setflags(write=False)
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _annulus_flat_offsets(
-    r: float, r_in: float, r_out: float, method: str, subpixels: int, m: int, n_cols: int
-) -> np.ndarray:
-    """The annulus cells of :func:`_phase_tables` as flat-index offsets in an array of
-    ``n_cols`` columns (intp, read-only): one gather and one add place every annulus."""
-    _, dy, dx, _, _ = _phase_tables(r, r_in, r_out, method, subpixels, m)
-    out = dy.astype(np.intp) * n_cols + dx
+@functools.lru_cache(maxsize=4)
+def _pixel_flat_offsets(r_in: float, r_out: float, m: int, n_cols: int, half: int) -> np.ndarray:
+    """Flat-index offsets in an array of ``n_cols`` columns, for every phase of
+    :func:`_phase_annulus`: the ``2 half + 1`` square aperture stamp (row-major, the same for
+    every phase), then the phase's annulus cells. ``(P, S*S + W)`` intp, read-only: one
+    gather of whole rows and one add place every star's stamp and annulus."""
+    dy, dx, _, _ = _phase_annulus(r_in, r_out, m)
+    k = np.arange(-half, half + 1, dtype=np.intp)
+    stamp = (k[:, None] * n_cols + k[None, :]).reshape(-1)
+    out = np.empty((dy.shape[0], stamp.size + dy.shape[1]), dtype=np.intp)
+    out[:, : stamp.size] = stamp
+    np.add(dy.astype(np.intp) * n_cols, dx, out=out[:, stamp.size :])
     out.setflags(write=False)
     return out
 
@@ -823,7 +947,7 @@ def _annulus_flat_offsets(
 def _grid_aperture_weights(
     xa: np.ndarray,
     ya: np.ndarray,
-    r: float,
+    radii: tuple[float, ...],
     annulus: tuple[float, float],
     shp: tuple[int, int],
     box: _Box,
@@ -831,7 +955,9 @@ def _grid_aperture_weights(
     subpixels: int,
     m: int,
 ) -> ApertureWeights:
-    """:func:`build_aperture_weights` of positions rounded to a ``1/m`` grid, by table look-up."""
+    """:func:`build_aperture_weights` of positions rounded to a ``1/m`` grid, by table look-up.
+
+    ``radii`` are the main radius then the extra ones."""
     r0, r1, c0, c1 = box
     # Integer grid coordinates: the nearest pixel and the phase are exact integer arithmetic.
     qx = np.round(xa * m)
@@ -847,35 +973,42 @@ def _grid_aperture_weights(
     ic = ic.astype(np.intp)
     ir = ir.astype(np.intp)
     centre = ir * shp[1] + ic
-    tab_w, tab_dy, tab_dx, tab_mask, tab_count = _phase_tables(
-        r, annulus[0], annulus[1], method, subpixels, m
-    )
+    tab_dy, tab_dx, tab_mask, tab_count = _phase_annulus(annulus[0], annulus[1], m)
     # Only stars whose annulus stamp (which contains the aperture stamp) reaches past the
     # science area need the in-area tests; for all others every cell is inside.
     ahalf = int(math.ceil(annulus[1]))
     near = (ic - ahalf < c0) | (ic + ahalf >= c1) | (ir - ahalf < r0) | (ir + ahalf >= r1) | outside
     near_idx = np.flatnonzero(near)
 
-    half = int(math.ceil(r))
-    k = np.arange(-half, half + 1, dtype=np.intp)
-    ap_index = centre[:, None] + (k[:, None] * shp[1] + k[None, :]).reshape(-1)
-    wts = tab_w[row]
-    edge = np.zeros(xa.size, dtype=bool)
+    n = xa.size
+    half = int(math.ceil(max(radii)))  # one stamp holds every aperture
+    size2 = (2 * half + 1) ** 2
+    # Pixel indices: each star's stamp then its annulus cells, as whole rows of the per-phase
+    # offsets (the rest of the annulus table is padding) plus the star's centre.
+    width = int(tab_count[row].max()) if n else 0
+    offsets = _pixel_flat_offsets(annulus[0], annulus[1], m, shp[1], half)
+    if size2 + width < offsets.shape[1]:
+        offsets, tab_mask = offsets[:, : size2 + width], tab_mask[:, :width]
+    pix_index = np.take(offsets, row, axis=0)  # whole rows: faster than fancy indexing
+    pix_index += centre[:, None]
+    ap_index, ann_index = pix_index[:, :size2], pix_index[:, size2:]
+    wts = np.empty((len(radii), n, size2), dtype=np.float32)
+    npix = np.empty((len(radii), n), dtype=np.float32)
+    for j, r in enumerate(radii):
+        tab, tab_npix = _phase_weights(r, method, subpixels, m, half)
+        np.take(tab, row, axis=0, out=wts[j])
+        np.take(tab_npix, row, out=npix[j])
+    edge = np.zeros((len(radii), n), dtype=bool)
     if near_idx.size:
         idx_near, in_near = _stamp_indices(ic[near_idx], ir[near_idx], half, shp, box)
         ap_index[near_idx] = idx_near
-        w_near = wts[near_idx]
-        edge[near_idx] = np.any((w_near > 0) & ~in_near, axis=1) & ~outside[near_idx]
-        wts[near_idx] = np.where(in_near & ~outside[near_idx, None], w_near, np.float32(0.0))
-    ap_mask = wts > 0
-
-    n = xa.size
-    width = int(tab_count[row].max()) if n else 0  # the rest of the table is padding
-    offsets = _annulus_flat_offsets(r, annulus[0], annulus[1], method, subpixels, m, shp[1])
-    if width < offsets.shape[1]:
-        offsets, tab_mask = offsets[:, :width], tab_mask[:, :width]
-    ann_index = np.take(offsets, row, axis=0)  # whole rows: faster than fancy indexing
-    ann_index += centre[:, None]
+        keep = in_near & ~outside[near_idx, None]
+        for j in range(len(radii)):
+            w_near = wts[j, near_idx]
+            edge[j, near_idx] = np.any((w_near > 0) & ~in_near, axis=1) & ~outside[near_idx]
+            w_near = np.where(keep, w_near, np.float32(0.0))
+            wts[j, near_idx] = w_near
+            npix[j, near_idx] = w_near.sum(axis=1, dtype=np.float64)
     ann_mask = np.take(tab_mask, row, axis=0)
     if near_idx.size:
         rows = ir[near_idx, None] + tab_dy[:, :width][row[near_idx]]
@@ -889,16 +1022,15 @@ def _grid_aperture_weights(
         science_box=box,
         x=xq,
         y=yq,
-        radius=r,
+        radius=radii[0],
+        extra_radii=radii[1:],
         annulus=annulus,
         method=method,
-        ap_index=ap_index,
-        ap_weight=wts,
-        ap_mask=ap_mask,
-        npix=wts.sum(axis=1, dtype=np.float64).astype(np.float32),
-        ann_index=ann_index,
+        pix_index=pix_index,
+        radii_weight=wts,
+        radii_npix=npix,
         ann_mask=ann_mask,
-        edge=edge,
+        radii_edge=edge,
         outside=outside,
     )
 
@@ -910,6 +1042,7 @@ def build_aperture_weights(
     annulus: tuple[float, float] = DEFAULT_ANNULUS,
     shape: tuple[int, int] = FFI_SHAPE,
     *,
+    extra_radii: Sequence[float] = (),
     method: Literal["exact", "subpixel"] = "exact",
     subpixels: int = 5,
     science_area: ScienceArea | None = None,
@@ -917,34 +1050,41 @@ def build_aperture_weights(
 ) -> ApertureWeights:
     """Precompute circular-aperture weights and annulus pixels for a list of stars.
 
-    Each star gets a square stamp of ``2 * ceil(radius) + 1`` pixels centred on its nearest
-    pixel. The weight of a pixel is the exact area of the pixel inside the circle (as
-    ``photutils`` ``method='exact'``), or with ``method='subpixel'`` the fraction of
-    ``subpixels**2`` sub-pixel centres inside it. Pixels outside the science area get weight 0,
-    and a star whose aperture loses pixels that way is flagged ``edge``. Annulus pixels are
-    those whose centre lies at ``inner <= d < outer`` from the star, inside the science area.
-    A star whose centre falls outside the science area (or the array) is flagged ``outside``
-    and gets no pixels.
+    Each star gets a square stamp of ``2 * ceil(max(radius, *extra_radii)) + 1`` pixels
+    centred on its nearest pixel, shared by all its apertures (the main one of ``radius`` and
+    one per ``extra_radii``), each with its own weights over the stamp. The weight of a pixel
+    is the exact area of the pixel inside the circle (as ``photutils`` ``method='exact'``), or
+    with ``method='subpixel'`` the fraction of ``subpixels**2`` sub-pixel centres inside it.
+    Pixels outside the science area get weight 0, and a star whose main aperture loses pixels
+    that way is flagged ``edge`` (``extra_edge`` for each extra aperture). Annulus pixels are
+    those whose centre lies at ``inner <= d < outer`` from the star, inside the science area;
+    every aperture of a star shares this one annulus. A star whose centre falls outside the
+    science area (or the array) is flagged ``outside`` and gets no pixels.
 
     With ``grid``, every position is first rounded to the nearest multiple of ``grid`` pixels,
     and each star's aperture weights and annulus cells are looked up by its sub-pixel phase in
-    tables computed once per ``(radius, annulus, method, grid)`` for every phase on that grid
-    (and kept: about 13 MB, built in ~25 ms, for ``grid=0.01``). The result is the same as
-    without ``grid`` for the rounded positions, which the weights' ``x, y`` hold (but for the
-    rare pixel whose centre lies exactly on an annulus radius, which float rounding puts on
-    either side), and about five times faster for many stars: the way to re-place thousands
-    of apertures on every frame that moves.
+    tables computed once per ``(radius, method, grid, stamp)`` and ``(annulus, grid, stamp)``
+    for every phase on that grid (and kept: about 16 MB for the pixel indices and 2 MB per
+    radius, built in 40-70 ms, for ``grid=0.01``). The result is the same as without
+    ``grid`` for the rounded positions, which the weights' ``x, y`` hold (but for the rare
+    pixel whose centre lies exactly on an annulus radius, which float rounding puts on either
+    side), and about five times faster for many stars: the way to re-place thousands of
+    apertures on every frame that moves.
 
     Parameters
     ----------
     x, y : array_like
         Full-array column and row (0-based, pixel centres at integers), 1-D, finite.
     radius : float, optional
-        Aperture radius in pixels (> 0).
+        Main aperture radius in pixels (> 0).
     annulus : tuple of float, optional
         ``(inner, outer)`` radii of the background annulus, ``radius < inner < outer``.
     shape : tuple of int, optional
         Shape of the images to be measured; the FFI shape unless ``science_area`` is given.
+    extra_radii : sequence of float, optional
+        Further aperture radii in pixels, measured with the same annulus background (each
+        finite, > 0, below the annulus inner radius and different from ``radius`` and from
+        each other). Their order is kept: row ``j`` of ``extra_weight`` is ``extra_radii[j]``.
     method : {'exact', 'subpixel'}, optional
         Pixel-weight computation.
     subpixels : int, optional
@@ -961,7 +1101,8 @@ def build_aperture_weights(
     Raises
     ------
     ValueError
-        On mismatched or non-finite positions, bad radii, method, shape or grid.
+        On mismatched or non-finite positions, bad radii or extra radii, method, shape or
+        grid.
 
     Examples
     --------
@@ -984,9 +1125,22 @@ def build_aperture_weights(
     >>> e = build_aperture_weights([1000.3], [500.7])
     >>> bool(np.allclose(g.ap_weight, e.ap_weight)), bool(np.array_equal(g.ann_index, e.ann_index))
     (True, True)
+
+    Three apertures on one 7 x 7 stamp; the star at x = 46.2 has its 3-px aperture cut by
+    the first science column (44) but not its 1.5- and 2-px ones:
+
+    >>> m = build_aperture_weights([1000.3, 46.2], [500.7, 800.0], extra_radii=(1.5, 3.0))
+    >>> m.radii, m.stamp_size, m.extra_weight.shape
+    ((2.0, 1.5, 3.0), 7, (2, 2, 49))
+    >>> (m.radii_npix[:, 0] / np.pi).round(4).tolist()              # r**2 for each radius
+    [4.0, 2.25, 9.0]
+    >>> m.edge.tolist(), m.extra_edge.tolist()
+    ([False, False], [[False, False], [False, True]])
     """
     xa, ya = _check_positions(x, y)
     r, (r_in, r_out) = _check_radii(radius, annulus)
+    extra = _check_extra_radii(extra_radii, r, (r_in, r_out))
+    radii = (r, *extra)
     try:
         shp = (int(shape[0]), int(shape[1]))
         if len(shape) != 2 or min(shp) < 1:
@@ -1001,7 +1155,7 @@ def build_aperture_weights(
     if grid is not None:
         steps = _grid_steps(grid)
         return _grid_aperture_weights(
-            xa, ya, r, (r_in, r_out), shp, box, method, int(subpixels), steps
+            xa, ya, radii, (r_in, r_out), shp, box, method, int(subpixels), steps
         )
 
     r0, r1, c0, c1 = box
@@ -1013,22 +1167,24 @@ def build_aperture_weights(
     ic = np.floor(xs + 0.5).astype(np.intp)
     ir = np.floor(ys + 0.5).astype(np.intp)
 
-    # Aperture stamps.
-    half = int(math.ceil(r))
+    # Aperture stamps: one per star, holding its largest aperture; weights per radius.
+    half = int(math.ceil(max(radii)))
     size = 2 * half + 1
     dx0 = (ic - half - 0.5) - xs
     dy0 = (ir - half - 0.5) - ys
-    if method == "exact":
-        wts = _exact_weights(dx0, dy0, size, r)
-    else:
-        wts = _subpixel_weights(dx0, dy0, size, r, int(subpixels))
-    wts = wts.reshape(xa.size, size * size)
-    wts[wts < _WEIGHT_EPS] = 0.0
     ap_index, ap_in = _stamp_indices(ic, ir, half, shp, box)
-    edge = np.any((wts > 0) & ~ap_in, axis=1) & ~outside
-    wts = np.where(ap_in & ~outside[:, None], wts, 0.0).astype(np.float32)
-    ap_mask = wts > 0
-
+    keep = ap_in & ~outside[:, None]
+    wts = np.empty((len(radii), xa.size, size * size), dtype=np.float32)
+    edge = np.empty((len(radii), xa.size), dtype=bool)
+    for j, rj in enumerate(radii):
+        if method == "exact":
+            wj = _exact_weights(dx0, dy0, size, rj)
+        else:
+            wj = _subpixel_weights(dx0, dy0, size, rj, int(subpixels))
+        wj = wj.reshape(xa.size, size * size)
+        wj[wj < _WEIGHT_EPS] = 0.0
+        edge[j] = np.any((wj > 0) & ~ap_in, axis=1) & ~outside
+        wts[j] = np.where(keep, wj, 0.0)
     # Annulus: pixel centres with inner <= d < outer, compacted to a fixed width: each row
     # holds its star's annulus pixels in stamp (row-major) order, then padding (mask False,
     # pointing at the star's own pixel). Compaction is one boolean selection in which every
@@ -1070,15 +1226,14 @@ def build_aperture_weights(
         x=xa.copy(),
         y=ya.copy(),
         radius=r,
+        extra_radii=extra,
         annulus=(r_in, r_out),
         method=method,
-        ap_index=ap_index,
-        ap_weight=wts,
-        ap_mask=ap_mask,
-        npix=wts.sum(axis=1, dtype=np.float64).astype(np.float32),
-        ann_index=np.ascontiguousarray(ann_index),
+        pix_index=np.concatenate([ap_index, ann_index], axis=1),
+        radii_weight=wts,
+        radii_npix=wts.sum(axis=2, dtype=np.float64).astype(np.float32),
         ann_mask=np.ascontiguousarray(ann_mask),
-        edge=edge,
+        radii_edge=edge,
         outside=outside,
     )
 
@@ -1088,6 +1243,11 @@ def build_aperture_weights(
 # --------------------------------------------------------------------------------------------
 
 
+def _radius_label(radius: float) -> str:
+    """Column suffix of an aperture radius: ``r1p5`` for 1.5 px, ``r3`` for 3.0 px."""
+    return "r" + f"{radius:g}".replace(".", "p")
+
+
 @dataclass(eq=False)
 class PhotometryResult:
     """Per-star result of :func:`forced_aperture_photometry` on one frame.
@@ -1095,7 +1255,8 @@ class PhotometryResult:
     Attributes
     ----------
     flux : numpy.ndarray
-        float32 background-subtracted aperture flux, e-/s (NaN when not measurable).
+        float32 background-subtracted flux in the main aperture, e-/s (NaN when not
+        measurable).
     flux_err : numpy.ndarray
         float32 1-sigma uncertainty of ``flux``, e-/s.
     bkg : numpy.ndarray
@@ -1104,11 +1265,23 @@ class PhotometryResult:
         float32 positions measured at (full-array column, row).
     quality : numpy.ndarray
         int32 bitmask of :class:`tess_ffi.shared.quality.QualityFlags` (``EDGE``,
-        ``SATURATED``, ``NEGATIVE_FLUX``, ``OUTSIDE``).
+        ``SATURATED``, ``NEGATIVE_FLUX``, ``OUTSIDE``; see
+        :func:`forced_aperture_photometry`).
     bkg_err : numpy.ndarray or None
         float32 uncertainty of ``bkg`` (standard error of the clipped annulus median).
     npix : numpy.ndarray or None
-        float32 effective aperture area in pixels (sum of the weights actually used).
+        float32 effective main-aperture area in pixels (sum of the weights actually used).
+    extra_radii : tuple of float
+        Radii (px) of the extra apertures, in the order of the rows of the ``extra_*``
+        arrays; empty when only the main aperture was measured.
+    extra_flux, extra_flux_err : numpy.ndarray or None
+        ``(len(extra_radii), n_stars)`` float32 flux and 1-sigma uncertainty in each extra
+        aperture, e-/s, with the same background as ``flux``. Like ``flux``, an aperture cut
+        by the science-area edge covers only its pixels inside (the star is flagged
+        ``EDGE``), and a star without background, outside the science area or with a
+        non-finite pixel in that aperture gets NaN.
+    extra_npix : numpy.ndarray or None
+        ``(len(extra_radii), n_stars)`` float32 effective areas of the extra apertures, px.
     """
 
     flux: np.ndarray
@@ -1119,18 +1292,45 @@ class PhotometryResult:
     quality: np.ndarray
     bkg_err: np.ndarray | None = None
     npix: np.ndarray | None = None
+    extra_radii: tuple[float, ...] = ()
+    extra_flux: np.ndarray | None = None
+    extra_flux_err: np.ndarray | None = None
+    extra_npix: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.flux.size)
 
     def to_frame(self) -> pd.DataFrame:
-        """The result as a :class:`pandas.DataFrame`, one row per star."""
+        """The result as a :class:`pandas.DataFrame`, one row per star; the extra apertures'
+        columns are ``flux_r1p5``, ``flux_err_r1p5`` (radius 1.5 px), ``flux_r3``, ..."""
         cols = {
             k: getattr(self, k)
             for k in ("x", "y", "flux", "flux_err", "bkg", "bkg_err", "npix", "quality")
             if getattr(self, k) is not None
         }
+        for j, r in enumerate(self.extra_radii):
+            label = _radius_label(r)
+            for name, values in (("flux", self.extra_flux), ("flux_err", self.extra_flux_err)):
+                if values is not None:
+                    cols[f"{name}_{label}"] = values[j]
         return pd.DataFrame(cols)
+
+
+def _weighted_sums(wts: np.ndarray, values: np.ndarray, *, squared: bool = False) -> np.ndarray:
+    """``(n_radii, n)`` sums over each star's stamp of ``wts`` ``(n_radii, n, S*S)`` (or of
+    their squares) times ``values`` ``(n, S*S)``, float32.
+
+    One radius at a time, each numpy's fast two-operand row-wise product sum; the squared
+    weights of one radius at a time go through one reused buffer.
+    """
+    out = np.empty(wts.shape[:2], dtype=np.float32)
+    buf = np.empty(wts.shape[1:], dtype=np.float32) if squared else None
+    for k in range(wts.shape[0]):
+        w = wts[k]
+        if buf is not None:
+            w = np.multiply(w, w, out=buf)
+        np.einsum("ij,ij->i", w, values, out=out[k])
+    return out
 
 
 def forced_aperture_photometry(
@@ -1141,6 +1341,7 @@ def forced_aperture_photometry(
     uncertainty: np.ndarray | None = None,
     radius: float | None = None,
     annulus: tuple[float, float] | None = None,
+    extra_radii: Sequence[float] | None = None,
     weights: ApertureWeights | None = None,
     saturation_level: float = 1.5e5,
     sigma_clip: float = 3.0,
@@ -1161,12 +1362,22 @@ def forced_aperture_photometry(
     Poisson + read-noise model ``sigma**2 = max(pix, 0) / exposure_time +
     (read_noise / exposure_time)**2`` is used as a fallback.
 
+    With ``extra_radii`` every star is also measured in apertures of those radii, with the
+    same formulae and the *same* background ``bkg`` and ``bkg_err`` (the annulus is gathered,
+    sorted and clipped once per star, the expensive part; each further radius costs one
+    weighted sum over the star's stamp, which all radii share). Small apertures suit faint,
+    background-limited stars; larger ones suit bright stars, whose flux then depends less on
+    where the star sits within a pixel.
+
     Quality bits (:class:`~tess_ffi.shared.quality.QualityFlags`): ``OUTSIDE`` for a centre
-    outside the science area (flux, error and background NaN), ``EDGE`` when the aperture is
-    cut by the science-area edge (the flux then covers only the pixels inside), ``SATURATED``
-    when an aperture pixel is ``>= saturation_level``, ``NEGATIVE_FLUX`` when ``flux < 0``.
-    A star with fewer than 5 usable annulus pixels, or with a non-finite pixel in its
-    aperture, gets NaN flux.
+    outside the science area (every flux, error and the background NaN), ``EDGE`` when the
+    star's largest aperture is cut by the science-area edge (each flux then covers only the
+    pixels of its aperture inside the science area; smaller apertures may be whole, and the
+    main one keeps its meaning: without extra radii, ``EDGE`` is exactly "the aperture is
+    cut"), ``SATURATED`` when a pixel of the main aperture is ``>= saturation_level``,
+    ``NEGATIVE_FLUX`` when ``flux < 0`` (the main aperture). A star with fewer than 5 usable
+    annulus pixels gets NaN in every aperture; a non-finite pixel gives NaN in the apertures
+    that hold it and leaves the others alone.
 
     Parameters
     ----------
@@ -1177,9 +1388,12 @@ def forced_aperture_photometry(
     uncertainty : numpy.ndarray, optional
         1-sigma uncertainty image of the same shape, e-/s.
     radius : float, optional
-        Aperture radius in pixels; default 2.0 or that of ``weights``.
+        Main aperture radius in pixels; default 2.0 or that of ``weights``.
     annulus : tuple of float, optional
         ``(inner, outer)`` annulus radii; default (4.0, 7.0) or that of ``weights``.
+    extra_radii : sequence of float, optional
+        Further aperture radii in pixels (see :func:`build_aperture_weights`); default none
+        or those of ``weights``.
     weights : ApertureWeights, optional
         Precomputed weights for exactly these positions (the fast path for many frames).
         Built on the fly when omitted.
@@ -1204,7 +1418,8 @@ def forced_aperture_photometry(
     ------
     ValueError
         On a wrong image or uncertainty shape/ndim/dtype, mismatched or non-finite
-        positions, bad radii, or ``weights`` built for other positions, radii or shapes.
+        positions, bad radii or extra radii, or ``weights`` built for other positions, radii
+        or shapes.
 
     Examples
     --------
@@ -1231,6 +1446,18 @@ def forced_aperture_photometry(
     [None, 'OUTSIDE', 'EDGE']
     >>> bool(np.isnan(res.flux[1])), round(float(res.flux_err[0]), 2)
     (True, 2.76)
+
+    Three radii at once: the 1.5-, 2- and 3-px apertures hold 81 %, 95 % and 99.9 % of this
+    star's light (the 2-px one stays in ``flux``):
+
+    >>> res = forced_aperture_photometry(image, [1000.3], [700.6], extra_radii=(1.5, 3.0))
+    >>> res.extra_radii, res.extra_flux.shape
+    ((1.5, 3.0), (2, 1))
+    >>> fluxes = np.r_[res.extra_flux[0], res.flux, res.extra_flux[1]].astype(float)
+    >>> (fluxes / 10000.0).round(3).tolist()
+    [0.81, 0.95, 0.999]
+    >>> list(res.to_frame().columns[-4:])
+    ['flux_r1p5', 'flux_err_r1p5', 'flux_r3', 'flux_err_r3']
     """
     image = _check_image(image)
     xa, ya = _check_positions(x, y)
@@ -1240,7 +1467,10 @@ def forced_aperture_photometry(
             DEFAULT_ANNULUS if annulus is None else annulus,
         )
         shape = (int(image.shape[0]), int(image.shape[1]))
-        weights = build_aperture_weights(xa, ya, r, radii, shape, science_area=science_area)
+        weights = build_aperture_weights(
+            xa, ya, r, radii, shape, science_area=science_area,
+            extra_radii=() if extra_radii is None else extra_radii,
+        )
     else:
         if not isinstance(weights, ApertureWeights):
             raise ValueError(f"weights must be an ApertureWeights, got {type(weights).__name__}")
@@ -1269,6 +1499,13 @@ def forced_aperture_photometry(
             raise ValueError(
                 f"annulus {tuple(annulus)} differs from the weights' annulus {weights.annulus}"
             )
+        if extra_radii is not None:
+            extra = _check_extra_radii(extra_radii, weights.radius, weights.annulus)
+            if extra != weights.extra_radii:
+                raise ValueError(
+                    f"extra_radii {extra} differ from the weights' extra_radii "
+                    f"{weights.extra_radii}"
+                )
     if uncertainty is not None:
         uncertainty = _check_image(uncertainty, "uncertainty")
         if uncertainty.shape != image.shape:
@@ -1288,18 +1525,27 @@ def forced_aperture_photometry(
         raise ValueError("exposure_time must be > 0 and read_noise >= 0")
 
     flat = _flat_view(image)
-    w = weights.ap_weight
-    # Aperture: gather (n, S*S) pixels; pixels with zero weight are ignored even if NaN.
-    # The indices are valid by construction (clipped when built), so numpy's cheapest index
-    # mode is used; "wrap" gathers measurably faster than "clip" here.
-    ap = np.take(flat, weights.ap_index, mode="wrap").astype(np.float32, copy=False)
-    ap_used = np.where(weights.ap_mask, ap, np.float32(0.0))
-    ap_sum = np.einsum("ij,ij->i", w, ap_used)
-    saturated = np.any(weights.ap_mask & (ap >= sat), axis=1)
+    wts = weights.radii_weight  # (n_radii, n, S*S), the main radius first
+    # One gather of each star's aperture stamp (n, S*S), shared by every radius, and of its
+    # annulus: star by star, both lie on the same image rows, mostly in the same cache lines,
+    # so the stamp comes nearly free with the annulus. The indices are valid by construction
+    # (clipped when built), so numpy's cheapest index mode is used; "wrap" gathers measurably
+    # faster than "clip" here. Every pixel of the stamp enters the weighted sums (weight 0
+    # outside an aperture); the few stars with a non-finite pixel in their stamp are redone
+    # below, where only pixels inside an aperture count.
+    pix = np.take(flat, weights.pix_index, mode="wrap").astype(np.float32, copy=False)
+    ap, ann = pix[:, : wts.shape[2]], pix[:, wts.shape[2] :]
+    with np.errstate(invalid="ignore"):  # 0 * inf
+        sums = _weighted_sums(wts, ap)
+    hot = ap >= sat
+    saturated = np.zeros(xa.size, dtype=bool)
+    hot_rows = np.flatnonzero(hot.any(axis=1))
+    if hot_rows.size:
+        saturated[hot_rows] = np.any(hot[hot_rows] & (wts[0, hot_rows] > 0), axis=1)
+    del hot
 
-    # Annulus: gather; pixels outside the annulus (padding, off the science area) or not
-    # finite become +inf, which sorts to the end of each row; sort each row once and clip.
-    ann = np.take(flat, weights.ann_index, mode="wrap").astype(np.float32, copy=False)
+    # Annulus: pixels outside the annulus (padding, off the science area) or not finite
+    # become +inf, which sorts to the end of each row; sort each row once and clip.
     np.copyto(ann, np.float32(np.inf), where=~weights.ann_mask)
     ann.sort(axis=1)  # NaN sorts after +inf, so it is past the finite run as well
     if ann.shape[1] and np.isneginf(ann[:, 0]).any():  # -inf pixels (sorted first): +inf too
@@ -1309,34 +1555,50 @@ def forced_aperture_photometry(
         rows.sort(axis=1)
         ann[bad] = rows
     med, _mean, std, n_used = _clip_sorted_rows(ann, sigma_clip, int(maxiters))
-    del ann
+    del ann, pix
     enough = n_used >= _MIN_ANNULUS_PIXELS
     bkg = np.where(enough, med, np.nan).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         bkg_err = np.where(enough, _MEDIAN_ERR_FACTOR * std / np.sqrt(n_used), np.nan)
     bkg_err = bkg_err.astype(np.float32)
 
-    npix = weights.npix
-    flux = ap_sum - npix * bkg
-    w2 = w * w
     if uncertainty is not None:
         sig = np.take(_flat_view(uncertainty), weights.ap_index, mode="wrap")
-        sig = np.where(weights.ap_mask, sig.astype(np.float32, copy=False), np.float32(0.0))
-        var_ap = np.einsum("ij,ij->i", w2, sig * sig)
+        sig = sig.astype(np.float32, copy=False)  # a new array either way: square in place
+        var_pix = np.square(sig, out=sig)
     else:
         t = np.float32(exposure_time)
-        var_pix = np.maximum(ap_used, 0.0) / t + np.float32((read_noise / exposure_time) ** 2)
-        var_ap = np.einsum("ij,ij->i", w2, var_pix)
-    flux_err = np.sqrt(var_ap + (npix * bkg_err) ** 2)
+        var_pix = np.maximum(ap, np.float32(0.0)) / t
+        var_pix += np.float32((read_noise / exposure_time) ** 2)
+    with np.errstate(invalid="ignore"):
+        var_ap = _weighted_sums(wts, var_pix, squared=True)
+    # A non-finite pixel (or uncertainty) in a star's stamp spoils all its sums (0 * NaN is
+    # NaN): redo those stars (rare) with only the pixels inside each aperture, so that a bad
+    # pixel outside an aperture does not affect it.
+    redo = np.flatnonzero(~(np.isfinite(sums).all(axis=0) & np.isfinite(var_ap).all(axis=0)))
+    if redo.size:
+        w_r = wts[:, redo]
+        inside = w_r > 0
+        zero = np.float32(0.0)
+        sums[:, redo] = np.einsum("kij,kij->ki", w_r, np.where(inside, ap[redo], zero))
+        var_ap[:, redo] = np.einsum(
+            "kij,kij->ki", w_r * w_r, np.where(inside, var_pix[redo], zero)
+        )
 
+    npix = weights.radii_npix
     out = weights.outside
-    flux = np.where(out, np.nan, flux).astype(np.float32)
-    flux_err = np.where(out, np.nan, flux_err).astype(np.float32)
+    flux_all = sums - npix * bkg
+    flux_err_all = np.sqrt(var_ap + (npix * bkg_err) ** 2)
+    flux_all = np.where(out, np.nan, flux_all).astype(np.float32)
+    flux_err_all = np.where(out, np.nan, flux_err_all).astype(np.float32)
+    flux, flux_err = flux_all[0], flux_err_all[0]
     bkg = np.where(out, np.nan, bkg).astype(np.float32)
     bkg_err = np.where(out, np.nan, bkg_err).astype(np.float32)
 
     quality = np.zeros(xa.size, dtype=np.int32)
-    quality |= np.where(weights.edge, np.int32(QualityFlags.EDGE), np.int32(0))
+    # EDGE: the largest aperture (which holds the others) is cut.
+    edge = weights.radii_edge[int(np.argmax(weights.radii))]
+    quality |= np.where(edge, np.int32(QualityFlags.EDGE), np.int32(0))
     quality |= np.where(saturated, np.int32(QualityFlags.SATURATED), np.int32(0))
     quality |= np.where(flux < 0, np.int32(QualityFlags.NEGATIVE_FLUX), np.int32(0))
     quality |= np.where(out, np.int32(QualityFlags.OUTSIDE), np.int32(0))
@@ -1348,7 +1610,11 @@ def forced_aperture_photometry(
         y=ya.astype(np.float32),
         quality=quality,
         bkg_err=bkg_err,
-        npix=npix.copy(),
+        npix=weights.npix.copy(),
+        extra_radii=weights.extra_radii,
+        extra_flux=flux_all[1:],
+        extra_flux_err=flux_err_all[1:],
+        extra_npix=weights.extra_npix.copy(),
     )
 
 

@@ -3,6 +3,13 @@ every FFI by forced aperture photometry at its WCS position corrected by the fra
 pointing offset (measured on a few hundred isolated bright stars), and flags the stars whose
 aperture a neighbour contaminates.
 
+Every star is measured in three apertures sharing one local background: the main one of
+``DEFAULT_RADIUS`` (2 px; ``flux``, ``flux_err``) and those of
+:data:`~tess_ffi.shared.contracts.APERTURE_RADII` (1.5 and 3 px; ``flux_r1p5``,
+``flux_r3``, ...), so that each star's light curve can use the radius that suits it: small for
+faint, background-limited stars, large for bright ones (less sensitive to the star's position
+within a pixel).
+
 Photometers are stateless: each image message carries the star list, so any number of them
 share the image queue and give the same results as one.
 """
@@ -20,6 +27,7 @@ import pyarrow as pa
 
 from tess_ffi.shared.bus import Delivery, PermanentError
 from tess_ffi.shared.contracts import (
+    APERTURE_RADII,
     FFIImage,
     FFIPhotometry,
     ReferenceImage,
@@ -51,6 +59,7 @@ __all__ = [
     "APERTURE_GRID_PX",
     "WEIGHTS_REUSE_PX",
     "CONTAMINATION_LIMIT",
+    "EXTRA_RADII",
 ]
 
 #: e-/s of a Tmag = 10 star (Vanderspek et al. 2018): tmag = 10 - 2.5 log10(flux / 15000).
@@ -73,6 +82,9 @@ _WEIGHTS_CACHE_SIZE = 2
 #: aperture flux from other stars of the list (catalog fluxes, generic TESS PSF) is flagged
 #: ``CONTAMINATED`` on every measurement.
 CONTAMINATION_LIMIT = 0.1
+#: Radii (px) of the apertures measured besides the main ``DEFAULT_RADIUS`` one, in the order
+#: of :data:`~tess_ffi.shared.contracts.APERTURE_RADII` (whose suffixes name their columns).
+EXTRA_RADII: tuple[float, ...] = tuple(APERTURE_RADII.values())
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,9 +103,13 @@ class _Apertures:
     sorted_y: np.ndarray
 
     def matches(self, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> bool:
-        """Built for exactly these (grid) positions on frames of ``shape``?"""
+        """Built for exactly these (grid) positions on frames of ``shape``, with the
+        apertures of :data:`EXTRA_RADII`?"""
         return (
-            self.weights.shape == shape and np.array_equal(self.x, x) and np.array_equal(self.y, y)
+            self.weights.shape == shape
+            and self.weights.extra_radii == EXTRA_RADII
+            and np.array_equal(self.x, x)
+            and np.array_equal(self.y, y)
         )
 
     def order_fits(self, x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> bool:
@@ -108,9 +124,9 @@ class _Apertures:
         )  # fmt: skip
 
     def unsort(self, values: np.ndarray) -> np.ndarray:
-        """Per-star values in weights order back to star-list order."""
+        """Per-star values in weights order (the last axis) back to star-list order."""
         out = np.empty_like(values)
-        out[self.order] = values
+        out[..., self.order] = values
         return out
 
 
@@ -146,7 +162,9 @@ def _aperture_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> _
         order, sorted_x, sorted_y = lender.order, lender.sorted_x, lender.sorted_y
     else:
         order, sorted_x, sorted_y = np.lexsort((x, np.floor(y + 0.5))), x, y
-    weights = build_aperture_weights(x[order], y[order], shape=shape, grid=APERTURE_GRID_PX)
+    weights = build_aperture_weights(
+        x[order], y[order], shape=shape, extra_radii=EXTRA_RADII, grid=APERTURE_GRID_PX
+    )
     entry = _Apertures(weights, order, x, y, sorted_x, sorted_y)
     with _weights_lock:
         _weights_cache.insert(0, entry)
@@ -271,7 +289,12 @@ def build_star_catalog(image: np.ndarray, header: str, *, max_stars: int | None 
 
 
 def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
-    """Forced photometry of the message's stars on its image: (btjd_mid, dquality, table)."""
+    """Forced photometry of the message's stars on its image: (btjd_mid, dquality, table).
+
+    The table (:data:`~tess_ffi.shared.contracts.PHOTOMETRY_SCHEMA`) holds every star's flux
+    in the main 2-px aperture and in the :data:`EXTRA_RADII` apertures, all with the same
+    local background.
+    """
     from astropy.io import fits
 
     header = fits.Header.fromstring(message.header)
@@ -303,13 +326,22 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
             image, w.x, w.y, uncertainty=message.uncertainty, weights=w,
             saturation_level=0.98 * SATURATION_E_S,
         )
-        for name in ("flux", "flux_err", "bkg", "x", "y", "quality"):
+        for name in ("flux", "flux_err", "bkg", "x", "y", "quality", "extra_flux",
+                     "extra_flux_err"):  # fmt: skip
             setattr(result, name, apertures.unsort(getattr(result, name)))
     else:  # not an image: forced_aperture_photometry says why
-        result = forced_aperture_photometry(image, x, y, uncertainty=message.uncertainty)
+        result = forced_aperture_photometry(
+            image, x, y, uncertainty=message.uncertainty, extra_radii=EXTRA_RADII
+        )
     quality = np.asarray(result.quality, dtype=np.int32) | np.int32(dquality)
     if contaminated is not None:
         quality |= np.where(contaminated, np.int32(QualityFlags.CONTAMINATED), np.int32(0))
+    extra: dict[str, np.ndarray] = {}
+    assert result.extra_flux is not None and result.extra_flux_err is not None
+    assert result.extra_radii == EXTRA_RADII
+    for j, suffix in enumerate(APERTURE_RADII):
+        extra[f"flux_{suffix}"] = result.extra_flux[j]
+        extra[f"flux_err_{suffix}"] = result.extra_flux_err[j]
     table = photometry_table(
         stars.column("star_id").to_numpy(),
         flux=result.flux,
@@ -318,6 +350,7 @@ def measure_ffi(message: FFIImage) -> tuple[float, int, pa.Table]:
         x=result.x,
         y=result.y,
         quality=quality,
+        **extra,
     )
     return 0.5 * (tstart + tstop), dquality, table
 

@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from tess_ffi.shared.config import output_dir
 from tess_ffi.shared.contracts import STORED_PHOTOMETRY_COLUMNS, STORED_PHOTOMETRY_SCHEMA
+from tess_ffi.shared.lightcurve import corrected_flux
 from tess_ffi.shared.quality import DEFAULT_BAD_BITS, good_mask
 from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
 
@@ -438,13 +439,8 @@ def best_flux(
         err = np.asarray(lc["flux_err"], dtype=np.float64)
     except KeyError:
         raise ProductError("a light curve needs columns flux and flux_err") from None
-    if "flux_corrected" not in _column_names(lc):
-        return raw, err
-    corrected = np.asarray(lc["flux_corrected"], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.abs(corrected / raw)
-    use = np.isfinite(corrected) & np.isfinite(scale)
-    return np.where(use, corrected, raw), np.where(use, err * scale, err)
+    corrected = lc["flux_corrected"] if "flux_corrected" in _column_names(lc) else None
+    return corrected_flux(raw, err, corrected)
 
 
 def flux_label(lc: pd.DataFrame | Any) -> str:
