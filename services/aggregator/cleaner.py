@@ -15,9 +15,11 @@ aggregator cleans in two steps:
    ``OUTLIER`` on isolated single-point outliers (eclipses and flares are kept). The raw
    flux is never changed.
 
-Before either step each star's aperture is chosen (:func:`choose_apertures`): the photometer
-measures every star with radii of 1.5, 2 and 3 px, and the light curve kept is the one whose
-point-to-point scatter (relative to its median) is lowest; ``aperture_radius`` records it.
+Each star's aperture is chosen in step 2 (:func:`choose_apertures`): the photometer measures
+every star with radii of 1.5, 2 and 3 px, each is corrected (the reference is the default
+2-px aperture's; each aperture gets its own fit), and the light curve kept is the one whose
+corrected point-to-point scatter (relative to its median) is lowest; ``aperture_radius``
+records it.
 Faint, background-limited stars then get the small aperture; bright ones the large one,
 whose flux depends less on where the star falls within a pixel. Once a star's light curve
 has been built the choice is kept: cadences added later use the same radius.
@@ -65,6 +67,7 @@ from .cleaning import (
     ReferenceEnsemble,
     clip_outliers,
     common_mode,
+    common_mode_many,
     epoch_quality,
     good_points,
     normalise,
@@ -188,17 +191,23 @@ def choose_apertures(
 @dataclass(frozen=True)
 class _Matrices:
     """A star-sorted photometry table as ``(n_stars, n_cadences)`` matrices (NaN or
-    ``OUTSIDE`` where a star has no row), each star's chosen aperture, and the cell of each
-    row."""
+    ``OUTSIDE`` where a star has no row), one flux and error matrix per aperture
+    (:data:`RADII`), and the cell of each row. A star whose aperture was chosen before
+    (``frozen`` >= 0) has that aperture's flux in every matrix."""
 
     star_ids: npt.NDArray[np.int64]
     row: npt.NDArray[np.intp]
     col: npt.NDArray[np.intp]
     on_grid: npt.NDArray[np.bool_]
-    flux: npt.NDArray[np.float64]
-    flux_err: npt.NDArray[np.float64]
+    fluxes: npt.NDArray[np.float64]
+    errors: npt.NDArray[np.float64]
     quality: npt.NDArray[np.int64]
-    radius: npt.NDArray[np.float64]
+    frozen: npt.NDArray[np.intp]
+
+
+#: Aperture radii (px) in the order of :class:`_Matrices`: the default (``flux``) first.
+RADII = np.array([DEFAULT_APERTURE_RADIUS, *APERTURE_RADII.values()])
+_FLUX_COLUMNS = [("flux", "flux_err")] + [(f"flux_{k}", f"flux_err_{k}") for k in APERTURE_RADII]
 
 
 def _column(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
@@ -223,27 +232,22 @@ def _matrices(table: pa.Table, grid: CadenceGrid) -> _Matrices:
 
     quality = np.full(shape, int(QualityFlags.OUTSIDE), dtype=np.int64)
     quality[r, c] = table.column("quality").to_numpy(zero_copy_only=False)[on_grid] & ~CLEANING_BITS
-    # Rows already compacted hold the flux of the aperture chosen then (aperture_radius);
-    # per-cadence rows hold every aperture's.
+    fluxes = np.stack([matrix(_column(table, f)) for f, _ in _FLUX_COLUMNS])
+    errors = np.stack([matrix(_column(table, e)) for _, e in _FLUX_COLUMNS])
+    # Rows already compacted hold the flux of the aperture chosen then (aperture_radius, in
+    # the flux column); per-cadence rows hold every aperture's. A star chosen before keeps
+    # its aperture: its compacted and new rows together, in every matrix.
     chosen_before = _column(table, "aperture_radius")
-    radii = np.array([DEFAULT_APERTURE_RADIUS, *APERTURE_RADII.values()])
-    names = [("flux", "flux_err")] + [(f"flux_{k}", f"flux_err_{k}") for k in APERTURE_RADII]
-    fluxes = np.stack([matrix(_column(table, f)) for f, _ in names])
-    errors = np.stack([matrix(_column(table, e)) for _, e in names])
-    before = np.full(star_ids.size, np.nan)
     known = np.isfinite(chosen_before)
-    before[row[known]] = chosen_before[known]
-    good = ((quality & _INPUT_BAD_BITS) == 0) & np.isfinite(fluxes[0])
-    pick = choose_apertures(fluxes, good, radii)
-    frozen = np.isfinite(before)
-    pick[frozen] = np.argmin(np.abs(radii[None, :] - before[frozen, None]), axis=1)
-    stars = np.arange(star_ids.size)
-    flux, err = fluxes[pick, stars], errors[pick, stars]
-    if known.any():  # compacted rows: their flux is the chosen aperture's already
-        m_known = matrix(known.astype(np.float64)) > 0
-        flux = np.where(m_known, fluxes[0], flux)
-        err = np.where(m_known, errors[0], err)
-    return _Matrices(star_ids, row, col, on_grid, flux, err, quality, radii[pick])
+    frozen = np.full(star_ids.size, -1, dtype=np.intp)
+    if known.any():
+        frozen[row[known]] = np.argmin(np.abs(RADII[None, :] - chosen_before[known, None]), axis=1)
+        stars = np.flatnonzero(frozen >= 0)
+        m_known = (matrix(known.astype(np.float64)) > 0)[stars]
+        for mats in (fluxes, errors):
+            merged = np.where(m_known, mats[0, stars], mats[frozen[stars], stars])
+            mats[:, stars] = merged[None]
+    return _Matrices(star_ids, row, col, on_grid, fluxes, errors, quality, frozen)
 
 
 @dataclass(frozen=True)
@@ -288,9 +292,12 @@ class LightCurveCleaner:
         if m.star_ids.size < 3 or len(grid) < 3:
             return empty
         pos = empty._positions(m.star_ids)
-        ok = good_points(m.flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
+        # The reference is built in the default aperture (for a star whose aperture was
+        # chosen before: in that one); each star's apertures are then fitted against it.
+        flux, err = m.fluxes[0], m.errors[0]
+        ok = good_points(flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
         reference = select_reference(
-            m.flux, m.quality, *pos, flux_err=m.flux_err, ids=m.star_ids,
+            flux, m.quality, *pos, flux_err=err, ids=m.star_ids,
             bad_bits=_INPUT_BAD_BITS, good=ok, n_neighbours=N_NEIGHBOURS,
         )
         if len(reference) < 3:
@@ -299,11 +306,11 @@ class LightCurveCleaner:
         # so a cadence where they all scatter more is bad for every star.
         rows = np.searchsorted(m.star_ids, reference.ids)
         model = common_mode(
-            m.flux[rows], None, m.quality[rows], reference.x, reference.y, reference.tmag,
+            flux[rows], None, m.quality[rows], reference.x, reference.y, reference.tmag,
             n_neighbours=N_NEIGHBOURS, reference=reference, ids=reference.ids,
             bad_bits=_INPUT_BAD_BITS, good=ok[rows],
         )
-        fn = normalise(m.flux[rows] / model, ok[rows])
+        fn = normalise(flux[rows] / model, ok[rows])
         epochs = epoch_quality(fn, m.quality[rows], bad_bits=_INPUT_BAD_BITS)
         return cls(grid, reference, epochs.bad | in_window, ids, x, y, tmag)
 
@@ -327,26 +334,34 @@ class LightCurveCleaner:
             return _with_columns(table, flux_in.astype(np.float32), quality_in,
                                  aperture_radius=np.zeros(0, np.float32))
         m = _matrices(table, self.grid)
-        ok = good_points(m.flux, m.quality, bad_bits=_INPUT_BAD_BITS)
         x, y, tmag = self._positions(m.star_ids)
-        model = common_mode(
-            m.flux, None, m.quality, x, y, tmag, n_neighbours=N_NEIGHBOURS,
-            reference=self.reference, ids=m.star_ids, bad_bits=_INPUT_BAD_BITS, good=ok,
+        goods = [good_points(f, m.quality, bad_bits=_INPUT_BAD_BITS) for f in m.fluxes]
+        models = common_mode_many(
+            list(m.fluxes), goods, x, y, tmag, reference=self.reference, ids=m.star_ids,
+            n_neighbours=N_NEIGHBOURS,
         )
-        corrected = m.flux / model
-        fn = normalise(corrected, ok & ~self.bad_epochs[None, :])
+        corrected = m.fluxes / np.stack(models)
+        keep = np.stack(goods) & ~self.bad_epochs[None, None, :]
+        # Each star's aperture: the least scattered once corrected (or the one chosen before).
+        pick = choose_apertures(corrected, keep[0], RADII)
+        pick = np.where(m.frozen >= 0, m.frozen, pick)
+        stars = np.arange(m.star_ids.size)
+        chosen = corrected[pick, stars]
+        fn = normalise(chosen, keep[pick, stars])
         outliers = clip_outliers(self.grid.btjd, fn)
         bits = np.where(outliers, int(QualityFlags.OUTLIER), 0)
         bits |= np.where(self.bad_epochs[None, :], int(QualityFlags.BAD_EPOCH), 0)
         r, c = m.row, m.col
-        flux_corrected = np.where(m.on_grid, corrected[r, c], flux_in).astype(np.float32)
+        flux_corrected = np.where(m.on_grid, chosen[r, c], flux_in).astype(np.float32)
         quality = (quality_in & ~CLEANING_BITS) | np.where(m.on_grid, bits[r, c], 0)
         err_in = table.column("flux_err").to_numpy(zero_copy_only=False)
+        flux = m.fluxes[pick, stars]
+        err = m.errors[pick, stars]
         return _with_columns(
             table, flux_corrected, quality.astype(quality_in.dtype),
-            flux=np.where(m.on_grid, m.flux[r, c], flux_in).astype(np.float32),
-            flux_err=np.where(m.on_grid, m.flux_err[r, c], err_in).astype(np.float32),
-            aperture_radius=m.radius[m.row].astype(np.float32),
+            flux=np.where(m.on_grid, flux[r, c], flux_in).astype(np.float32),
+            flux_err=np.where(m.on_grid, err[r, c], err_in).astype(np.float32),
+            aperture_radius=RADII[pick][r].astype(np.float32),
         )
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "ReferenceEnsemble",
     "select_reference",
     "common_mode",
+    "common_mode_many",
     "clip_outliers",
     "CleanedLightCurves",
     "clean_lightcurves",
@@ -1001,29 +1002,100 @@ def common_mode(
             f, quality, xa, ya, ma, flux_err=flux_err, ids=ida, bad_bits=bad_bits, good=ok,
             n_neighbours=n_neighbours, xy_scale=xy_scale, mag_scale=mag_scale,
         )
-    model = np.ones((n, c))
-    if len(reference) == 0 or n == 0:
-        return model
-    if reference.flux_norm.shape[1] != c:
+    if len(reference) and reference.flux_norm.shape[1] != c:
         raise ValueError(
             f"reference has {reference.flux_norm.shape[1]} cadences, flux has {c}"
         )
-    local, nb = _local_mode(reference, xa, ya, ma, ida, n_neighbours, xy_scale, mag_scale,
+    return _models(reference, [f], [ok], xa, ya, ma, ida, n_neighbours=n_neighbours,
+                   xy_scale=xy_scale, mag_scale=mag_scale, clip=clip, fit=fit,
+                   gradient=gradient)[0]
+
+
+def common_mode_many(
+    fluxes: Sequence[npt.ArrayLike],
+    goods: Sequence[npt.ArrayLike],
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    tmag: npt.ArrayLike,
+    *,
+    reference: ReferenceEnsemble,
+    ids: npt.ArrayLike,
+    n_neighbours: int = 30,
+    xy_scale: float = 256.0,
+    mag_scale: float = 0.5,
+    clip: float = 4.0,
+) -> list[FloatArray]:
+    """:func:`common_mode` of several measurements of the same stars (e.g. in apertures of
+    different sizes): the local common mode and the neighbours' prior, the expensive part,
+    are computed once; each measurement is fitted on its own.
+
+    Parameters
+    ----------
+    fluxes, goods : sequence of array_like
+        One ``(n_stars, n_cadences)`` flux matrix and its usable points per measurement.
+    x, y, tmag, reference, ids, n_neighbours, xy_scale, mag_scale, clip
+        As for :func:`common_mode`.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One model per measurement.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(4)
+    >>> trend = 1 + 0.05 * np.linspace(-1, 1, 200) ** 2
+    >>> f = 500 * trend * (1 + 0.002 * rng.standard_normal((50, 200)))
+    >>> pos = rng.uniform(0, 2048, (2, 50))
+    >>> ref = select_reference(f, None, pos[0], pos[1], np.full(50, 11.0))
+    >>> a, b = common_mode_many([f, 2 * f], [np.ones(f.shape, bool)] * 2, pos[0], pos[1],
+    ...                         np.full(50, 11.0), reference=ref, ids=np.arange(50))
+    >>> bool(np.allclose(a, b))     # a model is relative: the same for twice the flux
+    True
+    """
+    mats = [_as_matrix(f, "flux") for f in fluxes]
+    xa, ya, ma = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y, tmag))
+    ida = np.asarray(ids, np.int64).ravel()
+    if not mats or any(m.shape != mats[0].shape for m in mats) or len(goods) != len(mats):
+        raise ValueError("fluxes need one good mask each and the same shape")
+    if not (xa.size == ya.size == ma.size == ida.size == mats[0].shape[0]):
+        raise ValueError("x, y, tmag and ids need one value per star (row of flux)")
+    if len(reference) and reference.flux_norm.shape[1] != mats[0].shape[1]:
+        raise ValueError(
+            f"reference has {reference.flux_norm.shape[1]} cadences, flux has {mats[0].shape[1]}"
+        )
+    return _models(reference, mats, [np.asarray(g, bool) for g in goods], xa, ya, ma, ida,
+                   n_neighbours=n_neighbours, xy_scale=xy_scale, mag_scale=mag_scale, clip=clip,
+                   fit=True, gradient=True)
+
+
+def _models(
+    reference: ReferenceEnsemble, fluxes: list[FloatArray], goods: list[BoolArray],
+    x: FloatArray, y: FloatArray, tmag: FloatArray, ids: npt.NDArray[np.int64], *,
+    n_neighbours: int, xy_scale: float, mag_scale: float, clip: float, fit: bool,
+    gradient: bool,
+) -> list[FloatArray]:
+    n, c = fluxes[0].shape
+    if len(reference) == 0 or n == 0:
+        return [np.ones((n, c)) for _ in fluxes]
+    local, nb = _local_mode(reference, x, y, tmag, ids, n_neighbours, xy_scale, mag_scale,
                             clip, gradient)
     if not fit:
-        model = 1.0 + local
-    else:
-        prior = None
-        if reference.coef is not None and reference.coef.shape[1] == 1 + len(reference.basis):
-            coef = np.where((nb >= 0)[:, :, None], reference.coef[np.maximum(nb, 0)], np.nan)
-            with _quiet_nan_warnings():
-                mu = np.nanmedian(coef, axis=1)
-            spread = np.stack([robust_std(coef[:, :, j], axis=1) for j in range(coef.shape[2])],
-                              axis=1)  # one per coefficient: a handful
-            prior = (mu, spread**2 + 1e-12)
+        return [np.asarray(1.0 + local) for _ in fluxes]
+    prior = None
+    if reference.coef is not None and reference.coef.shape[1] == 1 + len(reference.basis):
+        coef = np.where((nb >= 0)[:, :, None], reference.coef[np.maximum(nb, 0)], np.nan)
+        with _quiet_nan_warnings():
+            mu = np.nanmedian(coef, axis=1)
+        spread = np.stack([robust_std(coef[:, :, j], axis=1) for j in range(coef.shape[2])],
+                          axis=1)  # one per coefficient: a handful
+        prior = (mu, spread**2 + 1e-12)
+    models = []
+    for f, ok in zip(fluxes, goods, strict=True):  # a handful of measurements
         fitted, _ = _fit_design(normalise(f, ok) - 1.0, local, reference.basis, prior=prior)
         model = 1.0 + fitted
-    return np.asarray(np.where(np.isfinite(model) & (model > 0), model, 1.0))
+        models.append(np.asarray(np.where(np.isfinite(model) & (model > 0), model, 1.0)))
+    return models
 
 
 # --------------------------------------------------------------------------------------------
