@@ -52,6 +52,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -273,6 +274,10 @@ class LightCurveCleaner:
     x: npt.NDArray[np.float64]
     y: npt.NDArray[np.float64]
     tmag: npt.NDArray[np.float64]
+    sample_ids: npt.NDArray[np.int64] = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.int64))
+    sample_pick: npt.NDArray[np.intp] = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.intp))
 
     @classmethod
     def select(cls, sample: pa.Table, stars: pa.Table,
@@ -292,19 +297,26 @@ class LightCurveCleaner:
         if m.star_ids.size < 3 or len(grid) < 3:
             return empty
         pos = empty._positions(m.star_ids)
-        # The reference is built in the default aperture (for a star whose aperture was
-        # chosen before: in that one); each star's apertures are then fitted against it.
-        flux, err = m.fluxes[0], m.errors[0]
-        ok = good_points(flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
-        reference = select_reference(
-            flux, m.quality, *pos, flux_err=err, ids=m.star_ids,
-            bad_bits=_INPUT_BAD_BITS, good=ok, n_neighbours=N_NEIGHBOURS,
-        )
+        # A provisional reference in the default aperture (or the one chosen before) picks
+        # the sample stars' apertures; the reference is then built in those. A rerun, where
+        # every star's aperture is already chosen, rebuilds that same reference.
+        provisional = _reference(m.fluxes[0], m.errors[0], m.quality, pos, m.star_ids,
+                                 in_window)
+        if len(provisional) < 3:
+            return empty
+        corrected, goods = _corrected(m, provisional, pos)
+        pick = choose_apertures(corrected, goods[0] & ~in_window[None, :], RADII)
+        pick = np.where(m.frozen >= 0, m.frozen, pick)
+        rows_all = np.arange(m.star_ids.size)
+        flux = m.fluxes[pick, rows_all]
+        reference = _reference(flux, m.errors[pick, rows_all], m.quality, pos, m.star_ids,
+                               in_window)
         if len(reference) < 3:
             return empty
         # Bad epochs are judged on the quiet stars once corrected: their noise is then white,
         # so a cadence where they all scatter more is bad for every star.
         rows = np.searchsorted(m.star_ids, reference.ids)
+        ok = good_points(flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
         model = common_mode(
             flux[rows], None, m.quality[rows], reference.x, reference.y, reference.tmag,
             n_neighbours=N_NEIGHBOURS, reference=reference, ids=reference.ids,
@@ -312,7 +324,8 @@ class LightCurveCleaner:
         )
         fn = normalise(flux[rows] / model, ok[rows])
         epochs = epoch_quality(fn, m.quality[rows], bad_bits=_INPUT_BAD_BITS)
-        return cls(grid, reference, epochs.bad | in_window, ids, x, y, tmag)
+        return cls(grid, reference, epochs.bad | in_window, ids, x, y, tmag,
+                   sample_ids=m.star_ids, sample_pick=pick)
 
     def _positions(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], ...]:
         at = np.clip(np.searchsorted(self.star_ids, ids), 0, max(self.star_ids.size - 1, 0))
@@ -334,16 +347,15 @@ class LightCurveCleaner:
             return _with_columns(table, flux_in.astype(np.float32), quality_in,
                                  aperture_radius=np.zeros(0, np.float32))
         m = _matrices(table, self.grid)
-        x, y, tmag = self._positions(m.star_ids)
-        goods = [good_points(f, m.quality, bad_bits=_INPUT_BAD_BITS) for f in m.fluxes]
-        models = common_mode_many(
-            list(m.fluxes), goods, x, y, tmag, reference=self.reference, ids=m.star_ids,
-            n_neighbours=N_NEIGHBOURS,
-        )
-        corrected = m.fluxes / np.stack(models)
-        keep = np.stack(goods) & ~self.bad_epochs[None, None, :]
-        # Each star's aperture: the least scattered once corrected (or the one chosen before).
+        corrected, goods = _corrected(m, self.reference, self._positions(m.star_ids))
+        keep = goods & ~self.bad_epochs[None, None, :]
+        # Each star's aperture: the least scattered once corrected, or the one chosen before
+        # (in an earlier run, or for the reference sample by select()).
         pick = choose_apertures(corrected, keep[0], RADII)
+        at = np.clip(np.searchsorted(self.sample_ids, m.star_ids), 0,
+                     max(self.sample_ids.size - 1, 0))
+        in_sample = (self.sample_ids.size > 0) & (self.sample_ids[at] == m.star_ids)
+        pick = np.where(in_sample, self.sample_pick[at] if self.sample_ids.size else 0, pick)
         pick = np.where(m.frozen >= 0, m.frozen, pick)
         stars = np.arange(m.star_ids.size)
         chosen = corrected[pick, stars]
@@ -363,6 +375,27 @@ class LightCurveCleaner:
             flux_err=np.where(m.on_grid, err[r, c], err_in).astype(np.float32),
             aperture_radius=RADII[pick][r].astype(np.float32),
         )
+
+
+def _reference(
+    flux: npt.NDArray[np.float64], err: npt.NDArray[np.float64], quality: npt.NDArray[np.int64],
+    pos: tuple[npt.NDArray[np.float64], ...], ids: npt.NDArray[np.int64],
+    in_window: npt.NDArray[np.bool_],
+) -> ReferenceEnsemble:
+    ok = good_points(flux, quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
+    return select_reference(flux, quality, *pos, flux_err=err, ids=ids,
+                            bad_bits=_INPUT_BAD_BITS, good=ok, n_neighbours=N_NEIGHBOURS)
+
+
+def _corrected(
+    m: _Matrices, reference: ReferenceEnsemble, pos: tuple[npt.NDArray[np.float64], ...],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Every aperture's flux divided by its common-mode model, and its usable points
+    (``(n_radii, n_stars, n_cadences)`` each)."""
+    goods = [good_points(f, m.quality, bad_bits=_INPUT_BAD_BITS) for f in m.fluxes]
+    models = common_mode_many(list(m.fluxes), goods, *pos, reference=reference,
+                              ids=m.star_ids, n_neighbours=N_NEIGHBOURS)
+    return m.fluxes / np.stack(models), np.stack(goods)
 
 
 def _with_columns(table: pa.Table, flux_corrected: np.ndarray, quality: np.ndarray,

@@ -55,6 +55,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tess_ffi.shared.contracts import (
+    APERTURE_RADII,
     PHOTOMETRY_SCHEMA,
     STORED_PHOTOMETRY_COLUMNS,
     STORED_PHOTOMETRY_SCHEMA,
@@ -83,7 +84,8 @@ CADENCE_ROW_GROUP = 2048
 #: Float32 mantissa bits kept per column at compaction (23 is all): flux_err to 5e-4 of
 #: itself, bkg to 4e-3 e-/s at 150 e-/s, x and y to 2e-3 px at column 2000. Each is far
 #: below the measurement's own uncertainty; flux keeps every bit.
-MANTISSA_BITS = {"flux_err": 10, "bkg": 14, "x": 19, "y": 19}
+MANTISSA_BITS = {"flux_err": 10, "bkg": 14, "x": 19, "y": 19,
+                 **{f"flux_err_{suffix}": 10 for suffix in APERTURE_RADII}}
 
 COMPACT_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
@@ -289,4 +291,7 @@ class JobStore:
             if len(ids) != int(ids.max()) - int(ids.min()) + 1:
                 wanted = wanted & pc.field("star_id").isin(pa.array(ids))
             table = dataset.to_table(columns=columns, filter=wanted)
-            yield table.sort_by([("star_id", "ascending"), ("cadence", "ascending")])
+            # Rounded as the compacted files store them, so that what is computed from a
+            # job's light curves is the same the first time and on a rerun.
+            yield quantize_photometry(
+                table.sort_by([("star_id", "ascending"), ("cadence", "ascending")]))
