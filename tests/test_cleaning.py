@@ -442,3 +442,19 @@ def test_exclude_window_option_is_parsed_and_checked() -> None:
         main(["process", "--sector", "1", "--camera", "1", "--ccd", "1",
               "--exclude-window", "1339:1338", "--source", "sim"])
     assert exc.value.code == 2
+
+
+def test_too_few_stars_for_a_reference_still_clean(sector) -> None:
+    """Two stars, or three cadences: no reference ensemble, the raw flux comes back as
+    corrected flux, each star still keeps an aperture."""
+    from tess_ffi.services.aggregator.cleaner import LightCurveCleaner
+
+    for table in (_photometry_table(sector, np.array([1, 2])),
+                  _photometry_table(sector).filter(
+                      np.isin(_photometry_table(sector).column("cadence").to_numpy(), [0, 1]))):
+        cleaner = LightCurveCleaner.select(table, _star_list(sector))
+        assert len(cleaner.reference) == 0
+        out = cleaner.clean(table)
+        np.testing.assert_allclose(out.column("flux_corrected").to_numpy(),
+                                   table.column("flux").to_numpy())
+        assert np.all(out.column("aperture_radius").to_numpy() == 2.0)

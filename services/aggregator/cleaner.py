@@ -352,10 +352,9 @@ class LightCurveCleaner:
         # Each star's aperture: the least scattered once corrected, or the one chosen before
         # (in an earlier run, or for the reference sample by select()).
         pick = choose_apertures(corrected, keep[0], RADII)
-        at = np.clip(np.searchsorted(self.sample_ids, m.star_ids), 0,
-                     max(self.sample_ids.size - 1, 0))
-        in_sample = (self.sample_ids.size > 0) & (self.sample_ids[at] == m.star_ids)
-        pick = np.where(in_sample, self.sample_pick[at] if self.sample_ids.size else 0, pick)
+        if self.sample_ids.size:
+            at = np.clip(np.searchsorted(self.sample_ids, m.star_ids), 0, self.sample_ids.size - 1)
+            pick = np.where(self.sample_ids[at] == m.star_ids, self.sample_pick[at], pick)
         pick = np.where(m.frozen >= 0, m.frozen, pick)
         stars = np.arange(m.star_ids.size)
         chosen = corrected[pick, stars]
