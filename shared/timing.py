@@ -61,13 +61,16 @@ def ccd_reference_direction(
     >>> [round(v, 2) for v in ccd_reference_direction(x, y, ra, dec, centre=(1000, 1000))]
     [101.0, -49.0]
     """
-    xa, ya = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y))
+    xa, ya, ra_a, dec_a = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y, ra, dec))
+    located = np.isfinite(xa) & np.isfinite(ya) & np.isfinite(ra_a) & np.isfinite(dec_a)
+    xa, ya, ra_a, dec_a = xa[located], ya[located], ra_a[located], dec_a[located]
     if xa.size < 3:
-        raise ValueError(f"need at least 3 stars to locate the CCD centre, got {xa.size}")
+        raise ValueError(
+            f"need at least 3 stars with finite positions to locate the CCD centre, got {xa.size}")
     u, v = (xa - centre[0]) / 1000.0, (ya - centre[1]) / 1000.0
     terms = [np.ones_like(u), u, v] + ([u * u, u * v, v * v] if xa.size >= 10 else [])
     design = np.column_stack(terms)
-    coef, *_ = np.linalg.lstsq(design, unit_vectors(ra, dec), rcond=None)
+    coef, *_ = np.linalg.lstsq(design, unit_vectors(ra_a, dec_a), rcond=None)
     n = coef[0] / np.linalg.norm(coef[0])
     return float(np.degrees(np.arctan2(n[1], n[0])) % 360.0), float(np.degrees(np.arcsin(n[2])))
 
@@ -98,6 +101,19 @@ class BarycentricCorrection:
             self._r_au = np.asarray(earth.xyz.to_value("au"))  # (3, n_cadences), ICRS axes
         else:
             self._r_au = np.zeros((3, 0))
+
+    @classmethod
+    def for_star_list(
+        cls, btjd: npt.ArrayLike, x: npt.ArrayLike, y: npt.ArrayLike, ra: npt.ArrayLike,
+        dec: npt.ArrayLike,
+    ) -> BarycentricCorrection | None:
+        """The correction of a target's header times, its reference direction located from
+        its whole star list (:func:`ccd_reference_direction`); None when fewer than 3 stars
+        have finite positions (the header times then stay as they are)."""
+        finite = [np.isfinite(np.asarray(v, dtype=np.float64)) for v in (x, y, ra, dec)]
+        if int(np.sum(finite[0] & finite[1] & finite[2] & finite[3])) < 3:
+            return None
+        return cls(btjd, *ccd_reference_direction(x, y, ra, dec))
 
     def offsets_days(self, ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """``(n_stars, n_cadences)`` days to add to the header times for each star."""

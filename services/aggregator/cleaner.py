@@ -292,7 +292,7 @@ class LightCurveCleaner:
             stars.column(c).to_numpy().astype(np.float64 if c != "star_id" else np.int64)[order]
             for c in ("star_id", "x", "y", "tmag")
         )
-        empty = cls(grid, _no_reference(len(grid)), in_window, ids, x, y, tmag)
+        empty = cls(grid, ReferenceEnsemble.empty(len(grid)), in_window, ids, x, y, tmag)
         m = _matrices(sample, grid)
         if m.star_ids.size < 3 or len(grid) < 3:
             return empty
@@ -300,8 +300,8 @@ class LightCurveCleaner:
         # A provisional reference in the default aperture (or the one chosen before) picks
         # the sample stars' apertures; the reference is then built in those. A rerun, where
         # every star's aperture is already chosen, rebuilds that same reference.
-        provisional = _reference(m.fluxes[0], m.errors[0], m.quality, pos, m.star_ids,
-                                 in_window)
+        provisional, _ = _reference(m.fluxes[0], m.errors[0], m.quality, pos, m.star_ids,
+                                    in_window)
         if len(provisional) < 3:
             return empty
         corrected, goods = _corrected(m, provisional, pos)
@@ -309,14 +309,13 @@ class LightCurveCleaner:
         pick = np.where(m.frozen >= 0, m.frozen, pick)
         rows_all = np.arange(m.star_ids.size)
         flux = m.fluxes[pick, rows_all]
-        reference = _reference(flux, m.errors[pick, rows_all], m.quality, pos, m.star_ids,
-                               in_window)
+        reference, ok = _reference(flux, m.errors[pick, rows_all], m.quality, pos,
+                                   m.star_ids, in_window)
         if len(reference) < 3:
             return empty
         # Bad epochs are judged on the quiet stars once corrected: their noise is then white,
         # so a cadence where they all scatter more is bad for every star.
         rows = np.searchsorted(m.star_ids, reference.ids)
-        ok = good_points(flux, m.quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
         model = common_mode(
             flux[rows], None, m.quality[rows], reference.x, reference.y, reference.tmag,
             n_neighbours=N_NEIGHBOURS, reference=reference, ids=reference.ids,
@@ -380,10 +379,11 @@ def _reference(
     flux: npt.NDArray[np.float64], err: npt.NDArray[np.float64], quality: npt.NDArray[np.int64],
     pos: tuple[npt.NDArray[np.float64], ...], ids: npt.NDArray[np.int64],
     in_window: npt.NDArray[np.bool_],
-) -> ReferenceEnsemble:
+) -> tuple[ReferenceEnsemble, npt.NDArray[np.bool_]]:
+    """The quiet stars of ``flux`` (outside ``in_window``), and its usable points."""
     ok = good_points(flux, quality, bad_bits=_INPUT_BAD_BITS) & ~in_window[None, :]
-    return select_reference(flux, quality, *pos, flux_err=err, ids=ids,
-                            bad_bits=_INPUT_BAD_BITS, good=ok, n_neighbours=N_NEIGHBOURS)
+    return select_reference(flux, quality, *pos, flux_err=err, ids=ids, bad_bits=_INPUT_BAD_BITS,
+                            good=ok, n_neighbours=N_NEIGHBOURS), ok
 
 
 def _corrected(
@@ -406,10 +406,3 @@ def _with_columns(table: pa.Table, flux_corrected: np.ndarray, quality: np.ndarr
         else:
             table = table.append_column(name, pa.array(values))
     return table
-
-
-def _no_reference(n_cadences: int) -> ReferenceEnsemble:
-    return ReferenceEnsemble(
-        np.zeros((0, n_cadences)), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0),
-        np.zeros(0, dtype=np.int64), np.zeros((0, n_cadences)),
-    )

@@ -580,6 +580,12 @@ class ReferenceEnsemble:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    @classmethod
+    def empty(cls, n_cadences: int) -> ReferenceEnsemble:
+        """No reference star: :func:`common_mode` then models nothing (a model of 1)."""
+        return cls(np.zeros((0, n_cadences)), np.zeros(0), np.zeros(0), np.zeros(0),
+                   np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros((0, n_cadences)))
+
 
 def _neighbour_ids(
     ref_pts: FloatArray, ref_ids: npt.NDArray[np.int64], pts: FloatArray,
@@ -780,9 +786,7 @@ def select_reference(
     fn = normalise(f, ok)
     q = star_quality(fn, quality)
     cand = np.flatnonzero((q.completeness >= min_completeness) & ~q.flagged)
-    empty = ReferenceEnsemble(np.zeros((0, f.shape[1])), np.zeros(0), np.zeros(0), np.zeros(0),
-                              np.zeros(0), np.zeros(0, dtype=np.int64),
-                              np.zeros((0, f.shape[1])))
+    empty = ReferenceEnsemble.empty(f.shape[1])
     if cand.size < 2:
         return empty
     pts = _scaled_points(xa[cand], ya[cand], ma[cand], xy_scale, mag_scale)

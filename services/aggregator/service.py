@@ -30,7 +30,7 @@ from tess_ffi.shared.contracts import (
 )
 from tess_ffi.shared.runtime import Service
 from tess_ffi.shared.storage import StoreError
-from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
+from tess_ffi.shared.timing import BarycentricCorrection
 
 from .cleaner import LightCurveCleaner, reference_sample
 from .store import Compaction, JobStore
@@ -289,7 +289,7 @@ class AggregatorService(Service):
 def _star_times(stars: pa.Table, btjd: np.ndarray) -> BarycentricCorrection | None:
     """Per-star barycentric corrections of the FFI times (which are for the CCD's centre);
     None with too few stars to locate the centre."""
-    if stars.num_rows < 3 or btjd.size == 0:
+    if btjd.size == 0:
         return None
-    x, y, ra, dec = (stars.column(c).to_numpy() for c in ("x", "y", "ra", "dec"))
-    return BarycentricCorrection(btjd, *ccd_reference_direction(x, y, ra, dec))
+    return BarycentricCorrection.for_star_list(
+        btjd, *(stars.column(c).to_numpy() for c in ("x", "y", "ra", "dec")))

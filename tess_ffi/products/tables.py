@@ -57,7 +57,7 @@ from tess_ffi.shared.config import output_dir
 from tess_ffi.shared.contracts import STORED_PHOTOMETRY_COLUMNS, STORED_PHOTOMETRY_SCHEMA
 from tess_ffi.shared.lightcurve import corrected_flux
 from tess_ffi.shared.quality import DEFAULT_BAD_BITS, good_mask
-from tess_ffi.shared.timing import BarycentricCorrection, ccd_reference_direction
+from tess_ffi.shared.timing import BarycentricCorrection
 
 __all__ = [
     "ProductError",
@@ -500,8 +500,9 @@ def star_time_offsets(
         raise ProductError(f"the star list lacks column(s) {sorted(missing)}")
     t = np.asarray(btjd, dtype=np.float64).ravel()
     x, y, ra, dec = (stars[c].to_numpy(dtype=np.float64) for c in ("x", "y", "ra", "dec"))
-    located = np.isfinite(x) & np.isfinite(y) & np.isfinite(ra) & np.isfinite(dec)
-    if int(located.sum()) < 3 or t.size == 0:
+    finite = np.isfinite(t)
+    correction = BarycentricCorrection.for_star_list(t[finite], x, y, ra, dec)
+    if correction is None or t.size == 0:
         return None
     all_ids = stars["star_id"].to_numpy(dtype=np.int64)
     order = np.argsort(all_ids, kind="stable")
@@ -510,10 +511,8 @@ def star_time_offsets(
     unknown = all_ids[at] != ids
     if unknown.any():
         raise ProductError(f"star id(s) {ids[unknown][:5].tolist()} are not in the star list")
-    ref_ra, ref_dec = ccd_reference_direction(x[located], y[located], ra[located], dec[located])
-    finite = np.isfinite(t)
     out = np.full((ids.size, t.size), np.nan)
-    out[:, finite] = BarycentricCorrection(t[finite], ref_ra, ref_dec).offsets_days(ra[at], dec[at])
+    out[:, finite] = correction.offsets_days(ra[at], dec[at])
     return out
 
 
